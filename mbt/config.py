@@ -1,0 +1,286 @@
+"""The MBT model configuration: one frozen dataclass, a ViT variant table and named presets.
+
+A config is plain data, checked when it is built, so a typo in a preset or on the command line fails
+before any array is allocated:
+
+    cfg = get_preset("mbt_base_audioset")
+    cfg = apply_overrides(cfg, ["fusion_layer=4", "modalities=rgb"])
+    model = mbt.model.MBT(cfg)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Callable, Iterable
+
+MODALITIES = ("rgb", "spectrogram")  # the order tokens are laid out in everywhere
+FUSIONS = ("bottleneck", "self_attention", "cross_attention", "none")
+CLASSIFIERS = ("token", "gap")
+HEADS = ("multilabel", "multiclass", "verb_noun")
+RGB_TOKENIZERS = ("patch2d", "tubelet")
+DTYPES = ("float32", "bfloat16")
+
+# name -> (depth, width, heads, mlp_dim); patch size is the number after the slash.
+VARIANTS: dict[str, tuple[int, int, int, int]] = {
+    "Ti/16": (12, 192, 3, 768),
+    "S/16": (12, 384, 6, 1536),
+    "B/16": (12, 768, 12, 3072),
+    "L/16": (24, 1024, 16, 4096),
+}
+
+
+class MBTError(ValueError):
+    """A user-fixable MBT problem (config, override, input shape, checkpoint); the message says the fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Everything that decides the MBT model's parameters and computation."""
+
+    # Size. `variant` picks depth/width/heads/mlp from VARIANTS; the four overrides below replace one
+    # entry each (None: take the variant's), which is how the `tiny` test model is made.
+    variant: str = "B/16"
+    depth: int | None = None  # number of transformer layers L
+    width: int | None = None  # token dimension D
+    num_heads: int | None = None  # attention heads (width must divide by it)
+    mlp_dim: int | None = None  # hidden size of each block's MLP
+
+    # Inputs. They fix the position-embedding shapes, so they belong to the model, not only the data.
+    modalities: tuple[str, ...] = ("rgb", "spectrogram")  # any non-empty subset of MODALITIES
+    num_frames: int = 8  # RGB frames per clip, [B, F, S, S, 3]
+    image_size: int = 224  # S: frames are square crops
+    rgb_tokenizer: str = "patch2d"  # 16x16 patches per frame, or 'tubelet' (t x 16 x 16)
+    tubelet_frames: int = 2  # t of a tubelet; F must be divisible by it
+    spectrogram_frames: int = 800  # rows of the log-mel, 100 per second: 8 s -> 800 -> 50x8 patches
+    num_mel_bins: int = 128  # columns of the log-mel
+
+    # Fusion.
+    fusion: str = "bottleneck"  # how streams meet from fusion_layer on; 'none' is late fusion
+    fusion_layer: int = 8  # L_f: layers < L_f run per modality; L_f = depth is late fusion
+    num_bottlenecks: int = 4  # B shared tokens ('bottleneck' fusion only)
+    share_encoder: bool = False  # one set of block weights for both streams (about half the params)
+
+    # Head.
+    classifier: str = "token"  # pool each modality by its CLS token, or 'gap' (mean of its tokens)
+    head: str = "multilabel"  # sigmoid/BCE, 'multiclass' softmax/CE, or 'verb_noun' (two heads)
+    num_classes: int = 527  # classes of the multilabel/multiclass head
+    num_verb_classes: int = 97  # 'verb_noun' only (EPIC-Kitchens-100)
+    num_noun_classes: int = 300  # 'verb_noun' only (EPIC-Kitchens-100)
+
+    # Regularisation; all of it is off in eval mode (train=False).
+    dropout: float = 0.0  # after embeddings, attention output and MLP layers
+    attention_dropout: float = 0.0  # on the attention weights
+    stochastic_depth: float = 0.0  # drop-path rate of the last layer; rises linearly from 0 at layer 0
+
+    dtype: str = "float32"  # compute dtype; parameters are always float32
+
+    def __post_init__(self):
+        if self.variant not in VARIANTS:
+            raise MBTError(f"variant={self.variant!r}: choose one of {sorted(VARIANTS)}")
+        # A tuple may arrive as a list (from json or a caller); freeze it so the config stays hashable.
+        object.__setattr__(self, "modalities", tuple(self.modalities))
+        _check_choice("fusion", self.fusion, FUSIONS)
+        _check_choice("classifier", self.classifier, CLASSIFIERS)
+        _check_choice("head", self.head, HEADS)
+        _check_choice("rgb_tokenizer", self.rgb_tokenizer, RGB_TOKENIZERS)
+        _check_choice("dtype", self.dtype, DTYPES)
+        if not self.modalities or len(set(self.modalities)) != len(self.modalities) or any(
+            m not in MODALITIES for m in self.modalities
+        ):
+            raise MBTError(
+                f"modalities={self.modalities!r}: give one or both of {MODALITIES}, each once"
+            )
+        # Tokens are always laid out rgb first, so sort into the canonical order.
+        object.__setattr__(
+            self, "modalities", tuple(m for m in MODALITIES if m in self.modalities)
+        )
+        for name in ("depth", "width", "num_heads", "mlp_dim"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise MBTError(f"{name}={value}: must be a positive integer (or None for the variant's)")
+        if self.hidden_size % self.heads:
+            raise MBTError(f"width {self.hidden_size} is not divisible by num_heads {self.heads}")
+        if not 0 <= self.fusion_layer <= self.num_layers:
+            raise MBTError(
+                f"fusion_layer={self.fusion_layer}: must be in 0..{self.num_layers} (depth; = depth is late fusion)"
+            )
+        p = self.patch_size
+        if self.image_size % p:
+            raise MBTError(f"image_size={self.image_size} is not a multiple of the patch size {p}")
+        if self.spectrogram_frames % p or self.num_mel_bins % p:
+            raise MBTError(
+                f"spectrogram {self.spectrogram_frames}x{self.num_mel_bins} is not a multiple of the patch size {p}"
+            )
+        t = self.tubelet_frames if self.rgb_tokenizer == "tubelet" else 1
+        if self.num_frames < 1 or self.num_frames % t:
+            raise MBTError(f"num_frames={self.num_frames} must be a positive multiple of tubelet_frames={t}")
+        if self.fusion == "bottleneck" and self.num_bottlenecks < 1 and self.fused_layers:
+            raise MBTError("num_bottlenecks must be >= 1 for bottleneck fusion")
+        for name in ("dropout", "attention_dropout", "stochastic_depth"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise MBTError(f"{name}={getattr(self, name)}: must be in [0, 1)")
+
+    # --- Resolved sizes (the variant table plus overrides). ---
+    @property
+    def num_layers(self) -> int:
+        return self.depth if self.depth is not None else VARIANTS[self.variant][0]
+
+    @property
+    def hidden_size(self) -> int:
+        return self.width if self.width is not None else VARIANTS[self.variant][1]
+
+    @property
+    def heads(self) -> int:
+        return self.num_heads if self.num_heads is not None else VARIANTS[self.variant][2]
+
+    @property
+    def mlp_size(self) -> int:
+        return self.mlp_dim if self.mlp_dim is not None else VARIANTS[self.variant][3]
+
+    @property
+    def patch_size(self) -> int:
+        return int(self.variant.split("/")[1])
+
+    # --- Derived geometry, shared by the model, the checkpoint loader, FLOPs and attention maps. ---
+    @property
+    def fused_layers(self) -> int:
+        """How many layers (from the top) mix modalities; 0 for late fusion or a single modality."""
+        if self.fusion == "none" or len(self.modalities) < 2:
+            return 0
+        return self.num_layers - self.fusion_layer
+
+    @property
+    def rgb_grid(self) -> tuple[int, int, int]:
+        """(time, height, width) of the RGB token grid."""
+        t = self.tubelet_frames if self.rgb_tokenizer == "tubelet" else 1
+        g = self.image_size // self.patch_size
+        return (self.num_frames // t, g, g)
+
+    @property
+    def spectrogram_grid(self) -> tuple[int, int]:
+        """(time, frequency) of the spectrogram patch grid."""
+        p = self.patch_size
+        return (self.spectrogram_frames // p, self.num_mel_bins // p)
+
+    def num_tokens(self, modality: str) -> int:
+        """Tokens of one modality entering the encoder, CLS included."""
+        grid = self.rgb_grid if modality == "rgb" else self.spectrogram_grid
+        n = 1
+        for g in grid:
+            n *= g
+        return n + (1 if self.classifier == "token" else 0)
+
+    def input_shapes(self, batch_size: int = 1) -> dict[str, tuple[int, ...]]:
+        """Shapes of the input dict the model takes, one entry per modality."""
+        shapes = {
+            "rgb": (batch_size, self.num_frames, self.image_size, self.image_size, 3),
+            "spectrogram": (batch_size, self.spectrogram_frames, self.num_mel_bins),
+        }
+        return {m: shapes[m] for m in self.modalities}
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise MBTError(f"{name}={value!r}: choose one of {list(choices)}")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Presets. Each is a function so its docstring can say what it reproduces.
+# ----------------------------------------------------------------------------------------------------
+
+
+def tiny() -> ModelConfig:
+    """A 2-layer, width-32 model on 2 frames of 32x32 and 0.64 s of spectrogram: for CPU tests only."""
+    return ModelConfig(
+        variant="Ti/16", depth=2, width=32, num_heads=2, mlp_dim=64,
+        num_frames=2, image_size=32, spectrogram_frames=64,
+        fusion="bottleneck", fusion_layer=1, num_bottlenecks=2, num_classes=5,
+    )  # fmt: skip
+
+
+def mbt_base_audioset() -> ModelConfig:
+    """MBT-B/16 on AudioSet (527 classes, multi-label): bottleneck fusion, B=4, L_f=8, 8 frames + 8 s.
+
+    The paper's AudioSet model (sigmoid/BCE, ImageNet-21k ViT-B/16 init, stochastic depth 0.3). Scenic's
+    released AS-500K checkpoint (52.3 mAP) instead samples 32 frames at stride 2 with 2x16x16 tubelets
+    and GAP: `num_frames=32 rgb_tokenizer=tubelet classifier=gap`.
+    """
+    return ModelConfig(head="multilabel", num_classes=527, stochastic_depth=0.3)
+
+
+def mbt_base_vggsound() -> ModelConfig:
+    """MBT-B/16 on VGGSound (309 classes, softmax): bottleneck fusion, B=4, L_f=8, 8 frames + 8 s."""
+    return ModelConfig(head="multiclass", num_classes=309, stochastic_depth=0.3)
+
+
+def mbt_base_epic() -> ModelConfig:
+    """MBT-B/16 on EPIC-Kitchens-100: verb (97) and noun (300) softmax heads, bottleneck fusion, B=4, L_f=8.
+
+    Action accuracy counts a clip right when both heads are; the input geometry is the AudioSet preset's.
+    """
+    return ModelConfig(head="verb_noun", stochastic_depth=0.3)
+
+
+PRESETS: dict[str, Callable[[], ModelConfig]] = {
+    f.__name__: f for f in (tiny, mbt_base_audioset, mbt_base_vggsound, mbt_base_epic)
+}
+
+
+def get_preset(name: str) -> ModelConfig:
+    """The named preset; MBTError lists the valid names."""
+    if name not in PRESETS:
+        raise MBTError(f"unknown preset {name!r}: choose one of {sorted(PRESETS)}")
+    return PRESETS[name]()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Overrides from the command line: "field=value" strings, typed by the dataclass field.
+# ----------------------------------------------------------------------------------------------------
+
+
+def apply_overrides(config: ModelConfig, overrides: Iterable[str]) -> ModelConfig:
+    """Return `config` with each "field=value" applied (e.g. "fusion_layer=4", "modalities=rgb").
+
+    Values are parsed by the field's type: ints, floats, booleans (true/false/1/0), None ("none"),
+    and comma-separated tuples. Unknown fields raise MBTError listing the valid ones.
+    """
+    fields = {f.name: f for f in dataclasses.fields(ModelConfig)}
+    hints = typing.get_type_hints(ModelConfig)
+    changes = {}
+    for item in overrides:
+        name, sep, text = item.partition("=")
+        name = name.strip().removeprefix("model.")
+        if not sep:
+            raise MBTError(f"override {item!r} is not of the form field=value")
+        if name not in fields:
+            raise MBTError(f"unknown model field {name!r} in {item!r}; valid fields: {', '.join(fields)}")
+        try:
+            changes[name] = _parse(text.strip(), hints[name])
+        except ValueError as e:
+            raise MBTError(f"override {item!r}: {e}") from None
+    return dataclasses.replace(config, **changes)
+
+
+def _parse(text: str, hint):
+    """Parse `text` as a value of the annotated type `hint`."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # `int | None`
+        if text.lower() == "none":
+            return None
+        return _parse(text, next(a for a in args if a is not type(None)))
+    if typing.get_origin(hint) is tuple:
+        return tuple(_parse(t.strip(), args[0]) for t in text.split(",") if t.strip())
+    if hint is bool:
+        if text.lower() in ("true", "1", "yes"):
+            return True
+        if text.lower() in ("false", "0", "no"):
+            return False
+        raise ValueError(f"{text!r} is not a boolean (true/false)")
+    if hint in (int, float):
+        try:
+            return hint(text)
+        except ValueError:
+            raise ValueError(f"{text!r} is not a valid {hint.__name__}") from None
+    return text

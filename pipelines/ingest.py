@@ -1,0 +1,263 @@
+"""The ingestion job: a manifest of labelled videos -> WebDataset / TFRecord shards, index, failures.
+
+    ReadManifest -> Reshuffle -> DecodeClip -> AssignShard -> GroupByKey -> WriteShard -> WriteIndex
+
+The manifest is read (and duplicate keys rejected) before the pipeline is built, so a bad manifest
+costs nothing. Every row ends as exactly one sample or one line of SPLIT.failures.jsonl; the index is
+written last, so a dataset with an index is a whole dataset. Runs on Beam's in-process FnApiRunner by
+default (one worker per core) and unchanged on any Beam runner (Dataflow, Flink, Spark).
+
+    python -m pipelines.ingest --manifest M.csv --output DIR --format webdataset,tfrecord
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from typing import Any, Iterable, Iterator
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipelines import progress
+from pipelines.config import IngestConfig, IngestError, add_arguments
+from pipelines.manifests import ClipSpec, Manifest, RowFailure, label_indices
+from pipelines.shard_io import write_shard, finalize_dataset
+from pipelines.stats import DatasetStatsFn, sample_stats
+from shards.naming import assign_shard
+
+NAMESPACE = "ingest"
+
+
+# ---------------------------------------------------------------------------------------------------
+# DecodeClip: ClipSpec -> (shard_id, Sample), with failures as a tagged output.
+# ---------------------------------------------------------------------------------------------------
+class DecodeClip(beam.DoFn):
+    """Decode one clip with ffmpeg, compute its log-mel and build the Sample; never raise."""
+
+    FAILURES = "failures"
+    STATS = "stats"
+
+    def __init__(self, cfg: IngestConfig, vocabulary: list[str], num_shards: int):
+        self.cfg = cfg
+        self.vocabulary = vocabulary
+        self.num_shards = num_shards
+        self.written = Metrics.counter(NAMESPACE, "clips_written")
+        self.media_ms = Metrics.counter(NAMESPACE, "media_milliseconds")
+
+    def process(self, spec: ClipSpec) -> Iterator[Any]:
+        from pipelines.clip import DecodeError, build_sample
+
+        try:
+            sample = build_sample(spec, label_indices(spec, self.vocabulary), self.cfg)
+        except Exception as e:  # noqa: BLE001 - one bad clip (or a bug on one clip) never kills the job
+            reason, detail = ((e.reason, e.detail) if isinstance(e, DecodeError) else
+                              ("internal_error", f"{type(e).__name__}: {e}".splitlines()[0][:500]))
+            Metrics.counter(NAMESPACE, f"failed_{reason}").inc()
+            progress.tick(0.0, failed=True)
+            yield beam.pvalue.TaggedOutput(self.FAILURES, failure_record(spec, reason, detail))
+            return
+        self.written.inc()
+        self.media_ms.inc(int(round(sample.duration * 1000)))
+        progress.tick(sample.duration)
+        yield beam.pvalue.TaggedOutput(self.STATS, sample_stats(sample))
+        yield assign_shard(sample.key, self.num_shards), sample
+
+
+def failure_record(spec: ClipSpec | RowFailure, reason: str, detail: str) -> dict[str, Any]:
+    """One line of failures.jsonl: the manifest row, its key and path, why, and the tool's last word."""
+    return {"row": spec.row, "key": spec.key, "path": spec.path, "reason": reason, "detail": detail}
+
+
+class WriteShard(beam.DoFn):
+    """(shard_id, [Sample]) -> one file per format, written under a temporary name and renamed."""
+
+    def __init__(self, cfg: IngestConfig, num_shards: int):
+        self.cfg = cfg
+        self.num_shards = num_shards
+        self.bytes = Metrics.counter(NAMESPACE, "bytes_written")
+
+    def process(self, element: tuple[int, Iterable[Any]]) -> Iterator[dict[str, Any]]:
+        shard_id, samples = element
+        # Beam gives no order within a group: sort, so a rerun writes the same bytes.
+        ordered = sorted((s for s in samples if s is not None), key=lambda s: s.key)
+        for fmt in self.cfg.formats:
+            info = write_shard(self.cfg.output, self.cfg.split, shard_id, self.num_shards, fmt, ordered)
+            self.bytes.inc(info["bytes"])
+            yield info
+
+
+class WriteIndex(beam.DoFn):
+    """Write failures.jsonl, then SPLIT.index.json last, from the combined results of the job."""
+
+    def __init__(self, cfg: IngestConfig, manifest_info: dict[str, Any], vocabulary: list[str]):
+        self.cfg = cfg
+        self.manifest_info = manifest_info
+        self.vocabulary = vocabulary
+
+    def process(self, _, shard_infos, stats, failures) -> Iterator[dict[str, Any]]:
+        yield finalize_dataset(self.cfg, self.manifest_info, self.vocabulary, shard_infos, stats,
+                               failures)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The pipeline.
+# ---------------------------------------------------------------------------------------------------
+def build_pipeline(p: beam.Pipeline, manifest: Manifest, cfg: IngestConfig) -> None:
+    """Add the ingestion transforms for `manifest` to pipeline `p`."""
+    num_shards = cfg.resolve_num_shards(len(manifest.specs))
+    vocabulary = list(manifest.vocabulary)
+    decoded = (
+        p
+        | "ReadManifest" >> beam.Create(manifest.specs)  # ClipSpec
+        | "Reshuffle" >> beam.Reshuffle()  # spread clips over workers
+        | "DecodeClip" >> beam.ParDo(DecodeClip(cfg, vocabulary, num_shards)).with_outputs(
+            DecodeClip.FAILURES, DecodeClip.STATS, main="samples")
+    )
+    # Every shard id is present, so a shard that draws no sample is still written (empty), and the
+    # dataset always has exactly num_shards files per format.
+    all_shards = p | "AllShardIds" >> beam.Create([(i, None) for i in range(num_shards)])
+    shard_infos = (
+        (decoded.samples, all_shards)  # (shard_id, Sample | None)
+        | "AssignShard" >> beam.Flatten()
+        | "GroupByShard" >> beam.GroupByKey()  # (shard_id, [Sample])
+        | "WriteShard" >> beam.ParDo(WriteShard(cfg, num_shards))  # {format, path, samples, bytes}
+        | "CollectShards" >> beam.combiners.ToList()
+    )
+    row_failures = p | "ManifestFailures" >> beam.Create(
+        [failure_record(f, f.reason, f.detail) for f in manifest.failures])
+    failures = (
+        (decoded[DecodeClip.FAILURES], row_failures)
+        | "AllFailures" >> beam.Flatten()  # failure dicts
+        | "CollectFailures" >> beam.combiners.ToList()
+    )
+    stats = decoded[DecodeClip.STATS] | "DatasetStats" >> beam.CombineGlobally(DatasetStatsFn())
+    manifest_info = {"path": manifest.source, "sha256": manifest.sha256, "rows": manifest.rows}
+    (
+        p
+        | "IndexTrigger" >> beam.Create([None])
+        | "WriteIndex" >> beam.ParDo(
+            WriteIndex(cfg, manifest_info, vocabulary),
+            beam.pvalue.AsSingleton(shard_infos),
+            beam.pvalue.AsSingleton(stats),
+            beam.pvalue.AsSingleton(failures))
+    )
+
+
+
+
+# ---------------------------------------------------------------------------------------------------
+# Launching: options, runner defaults, summary.
+# ---------------------------------------------------------------------------------------------------
+LOCAL_RUNNERS = {"FnApiRunner", "DirectRunner", "BundleBasedDirectRunner"}
+
+
+def read_manifest_from_args(args: argparse.Namespace) -> Manifest:
+    """Read the manifest named on the command line (probing durations only for --clip-seconds)."""
+    from pipelines.manifests import read_manifest
+
+    duration_fn = None
+    if args.clip_seconds:
+        from pipelines.ffmpeg import probe
+
+        def duration_fn(path: str) -> float | None:
+            try:
+                return probe(path).duration
+            except Exception:  # noqa: BLE001 - an unreadable video becomes a failure row downstream
+                return None
+
+    return read_manifest(args.manifest, kind=args.manifest_kind, video_root=args.video_root,
+                         classes=args.classes, pattern=args.pattern, clip_seconds=args.clip_seconds,
+                         duration_fn=duration_fn)
+
+
+def pipeline_options(beam_args: list[str]) -> tuple[PipelineOptions, bool]:
+    """Beam options from the leftover flags; default to the in-process runner, one worker per core."""
+    args = list(beam_args)
+    if not any(a == "--runner" or a.startswith("--runner=") for a in args):
+        # Never Beam's default (it may pick Prism, which downloads a binary): the FnApiRunner runs in
+        # this process; ffmpeg does the heavy lifting in subprocesses, so threads are enough.
+        args += ["--runner=FnApiRunner", f"--direct_num_workers={os.cpu_count() or 1}",
+                 "--direct_running_mode=multi_threading"]
+    options = PipelineOptions(args)
+    runner = options.get_all_options().get("runner") or ""
+    return options, runner.split(".")[-1] in LOCAL_RUNNERS
+
+
+def run(manifest: Manifest, cfg: IngestConfig, beam_args: list[str] = (), *,
+        show_progress: bool = True) -> dict[str, Any]:
+    """Run the job to completion and return its summary (also written into the index)."""
+    options, local = pipeline_options(list(beam_args))
+    start = time.time()
+    reporter = progress.Reporter(len(manifest.specs), enabled=show_progress and local)
+    with reporter:
+        with beam.Pipeline(options=options) as p:
+            build_pipeline(p, manifest, cfg)
+    return summarize(cfg, time.time() - start)
+
+
+def summarize(cfg: IngestConfig, wall_seconds: float) -> dict[str, Any]:
+    """The job's summary, read back from the index it wrote (the one source of truth)."""
+    from pipelines.shard_io import read_index
+
+    index = read_index(cfg.output, cfg.split)
+    counts = index["counts"]
+    return {
+        "rows": counts["rows"], "written": counts["written"], "failed": counts["failed"],
+        "failed_by_reason": counts["failed_by_reason"], "media_seconds": index["media_seconds"],
+        "bytes": sum(s["bytes"] for fmt in index["shards"].values() for s in fmt),
+        "wall_seconds": round(wall_seconds, 2),
+        "clips_per_second": round(counts["rows"] / wall_seconds, 2) if wall_seconds > 0 else None,
+        "balanced": counts["rows"] == counts["written"] + counts["failed"],
+        "index": index["index_path"],
+    }
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    reasons = ", ".join(f"{k}={v}" for k, v in sorted(s["failed_by_reason"].items())) or "none"
+    check = "OK" if s["balanced"] else "MISMATCH"
+    return (f"ingest: {s['rows']} rows -> {s['written']} written + {s['failed']} failed "
+            f"[{check}: rows == written + failed]\n"
+            f"  failed by reason: {reasons}\n"
+            f"  {s['media_seconds']:.1f} media seconds, {s['bytes'] / 1e6:.1f} MB, "
+            f"{s['wall_seconds']:.1f} s wall, {s['clips_per_second']} clips/s\n"
+            f"  index: {s['index']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.ingest", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="Any other --flag is passed to Beam (e.g. --runner=DataflowRunner --project=P).")
+    add_arguments(parser)
+    args, beam_args = parser.parse_known_args(argv)
+    return run_from_args(args, beam_args)
+
+
+def run_from_args(args: argparse.Namespace, beam_args: list[str]) -> int:
+    """Shared by `mbt ingest` and `python -m pipelines.ingest`."""
+    cfg = IngestConfig.from_args(args)
+    manifest = read_manifest_from_args(args)
+    summary = run(manifest, cfg, beam_args)
+    print(format_summary(summary))
+    return 0 if summary["balanced"] else 1
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    from pipelines.manifests import ManifestError
+    from shards.schema import SchemaError
+
+    return (IngestError, ManifestError, SchemaError, FileNotFoundError)
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except _user_errors() as e:
+        sys.exit(f"ingest: error: {e}")

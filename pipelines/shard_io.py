@@ -1,0 +1,132 @@
+"""Writing a dataset through Beam's FileSystems: shards (temp name + rename), failures, the index.
+
+Paths go through `FileSystems`, so the same code writes to a local folder, gs:// or s3://. A shard is
+written under a hidden temporary name and renamed when whole (as TFDS's BeamWriter does), so a
+killed or retried job never leaves a half shard under a real name; the index is written last.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import uuid
+from typing import Any, Sequence
+
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+from shards.naming import EXTENSIONS, shard_name
+from shards.schema import Sample
+
+INDEX_VERSION = 1
+TMP_PREFIX = ".tmp-"
+
+
+def join(folder: str, name: str) -> str:
+    return FileSystems.join(folder, name)
+
+
+def _ensure_dir(folder: str) -> None:
+    if "://" not in folder and not FileSystems.exists(folder):
+        try:
+            FileSystems.mkdirs(folder)
+        except OSError:  # another worker made it first
+            pass
+
+
+def _write_bytes_atomic(path: str, write) -> int:
+    """Call write(fileobj) on a temporary file beside `path`, then rename it to `path`; return bytes."""
+    folder, name = posixpath.split(path)
+    _ensure_dir(folder)
+    tmp = join(folder, f"{TMP_PREFIX}{name}-{uuid.uuid4().hex[:8]}")
+    with FileSystems.create(tmp, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        write(f)
+    if FileSystems.exists(path):
+        FileSystems.delete([path])
+    FileSystems.rename([tmp], [path])
+    return FileSystems.match([path])[0].metadata_list[0].size_in_bytes
+
+
+def write_shard(output: str, split: str, shard_id: int, num_shards: int, fmt: str,
+                samples: Sequence[Sample]) -> dict[str, Any]:
+    """Write one shard file of `samples` (already in key order); return its index entry."""
+    name = shard_name(split, shard_id, num_shards, fmt)
+    if fmt == "webdataset":
+        from shards.webdataset_codec import write_webdataset as writer
+    else:
+        from shards.tfrecord_codec import write_tfrecord as writer
+    size = _write_bytes_atomic(join(output, name), lambda f: writer(f, samples))
+    return {"format": fmt, "path": name, "shard": shard_id, "samples": len(samples), "bytes": size}
+
+
+def index_path(output: str, split: str) -> str:
+    return join(output, f"{split}.index.json")
+
+
+def failures_path(output: str, split: str) -> str:
+    return join(output, f"{split}.failures.jsonl")
+
+
+def read_index(output: str, split: str) -> dict[str, Any]:
+    """The dataset index of `split` in `output`, with `index_path` added (not stored in the file)."""
+    path = index_path(output, split)
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        index = json.loads(f.read().decode("utf-8"))
+    index["index_path"] = path
+    return index
+
+
+def _remove_stale(output: str, split: str, keep: set[str]) -> None:
+    """Delete temp files and shards of this split that this run did not write (an older shard count)."""
+    patterns = [join(output, f"{TMP_PREFIX}{split}-*")]
+    patterns += [join(output, f"{split}-*-of-*{ext}") for ext in EXTENSIONS.values()]
+    stale = [m.path for r in FileSystems.match(patterns) for m in r.metadata_list
+             if posixpath.basename(m.path) not in keep]
+    if stale:
+        FileSystems.delete(stale)
+
+
+def finalize_dataset(cfg, manifest_info: dict[str, Any], vocabulary: list[str],
+                     shard_infos: list[dict[str, Any]], stats: dict[str, Any],
+                     failures: list[dict[str, Any]]) -> dict[str, Any]:
+    """Write SPLIT.failures.jsonl and then SPLIT.index.json; return the index."""
+    failures = sorted(failures, key=lambda f: (f["row"], f["key"]))
+    lines = "".join(json.dumps(f, sort_keys=True) + "\n" for f in failures).encode("utf-8")
+    _write_bytes_atomic(failures_path(cfg.output, cfg.split), lambda f: f.write(lines))
+
+    by_reason: dict[str, int] = {}
+    for f in failures:
+        by_reason[f["reason"]] = by_reason.get(f["reason"], 0) + 1
+    shards = {fmt: sorted((dict(s) for s in shard_infos if s["format"] == fmt), key=lambda s: s["shard"])
+              for fmt in cfg.formats}
+    for entries in shards.values():
+        for s in entries:
+            del s["format"]
+    from pipelines import __version__
+
+    index = {
+        "index_version": INDEX_VERSION,
+        "tool": {"name": "mbt-toolkit", "version": __version__},
+        "split": cfg.split,
+        "formats": list(cfg.formats),
+        "num_shards": len(next(iter(shards.values()))),
+        "shards": shards,
+        "counts": {"rows": manifest_info["rows"], "written": stats["samples"], "failed": len(failures),
+                   "failed_by_reason": dict(sorted(by_reason.items()))},
+        "num_samples": stats["samples"],
+        "media_seconds": stats["seconds"],
+        "frames": stats["frames"],
+        "no_audio_samples": stats["no_audio"],
+        "classes": list(vocabulary),
+        "label_counts": stats["label_counts"],
+        "features": cfg.feature_params(),
+        "mel_mean": stats["mel_mean"], "mel_std": stats["mel_std"],
+        "mel_mean_per_bin": stats["mel_mean_per_bin"], "mel_std_per_bin": stats["mel_std_per_bin"],
+        "manifest": manifest_info,
+        "failures_file": posixpath.basename(failures_path(cfg.output, cfg.split)),
+    }
+    keep = {s["path"] for entries in shards.values() for s in entries}
+    _remove_stale(cfg.output, cfg.split, keep)
+    text = (json.dumps(index, indent=1, sort_keys=True) + "\n").encode("utf-8")
+    _write_bytes_atomic(index_path(cfg.output, cfg.split), lambda f: f.write(text))
+    return index

@@ -1,0 +1,303 @@
+"""WebDataset encoding: samples <-> a tar stream of `KEY.json`, `KEY.mjpeg`, `KEY.mel.npy` members.
+
+- `KEY.json`   labels, label_text, verb/noun (when present), meta, and `frame_offsets`/`frame_lengths`:
+               where each frame's JPEG lies inside `KEY.mjpeg`, so a loader decodes only what it samples.
+- `KEY.mjpeg`  the frames' JPEG bytes, concatenated.
+- `KEY.mel.npy` the float32 [T, 128] spectrogram, `np.save`d; loaded with `allow_pickle=False`.
+
+Writing is deterministic (fixed tar header fields, sorted-key JSON): the same samples give the same
+bytes, so a rerun of the ingestion rewrites identical shards. It needs only `write()` on the file
+object, so it streams to non-seekable outputs (Beam FileSystems, gs://).
+
+Reading parses the tar itself, strictly: a truncated archive, a bad header checksum, a member that is
+not a plain file, or a member name outside `KEY.{json,mjpeg,mel.npy}` (no '/', no '..', no leading
+'-') raises ShardError naming the shard and the member. Nothing is ever unpickled; webdataset's own
+decoders are not used.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from typing import Any, BinaryIO, Iterable, Iterator
+
+import numpy as np
+
+from shards.errors import ShardError
+from shards.lazy import LazySample
+from shards.schema import NUM_MEL_BINS, Sample, SchemaError, check_key
+
+SUFFIXES = ("json", "mjpeg", "mel.npy")  # every member of a sample is KEY.<one of these>
+MAX_MEMBER_BYTES = 1 << 30  # larger than any clip; a bigger size field means a corrupt header
+
+_BLOCK = 512
+_RECORD = 20 * _BLOCK  # tar pads the archive to whole records, as tarfile and GNU tar do
+_ZERO_BLOCK = bytes(_BLOCK)
+_FIX = "re-create the shard (mbt ingest writes shards under a temporary name and renames them when whole)"
+
+
+# ----------------------------------------------------------------------------------------- writing
+
+def encode_members(sample: Sample) -> list[tuple[str, bytes]]:
+    """The (member name, bytes) of one sample, in the order they are written."""
+    sample.validate()
+    offsets, pos = [], 0
+    for f in sample.frames:
+        offsets.append(pos)
+        pos += len(f)
+    header: dict[str, Any] = {
+        "labels": list(sample.labels), "label_text": list(sample.label_text), "meta": sample.meta,
+        "frame_offsets": offsets, "frame_lengths": [len(f) for f in sample.frames],
+    }
+    for name in ("verb", "noun"):
+        if getattr(sample, name) is not None:
+            header[name] = getattr(sample, name)
+    try:
+        js = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise SchemaError(f"sample {sample.key}: meta/labels are not plain JSON ({e}); "
+                          f"convert numpy scalars to int/float and NaN to null") from None
+    mel = io.BytesIO()
+    np.save(mel, np.ascontiguousarray(sample.melspec, dtype="<f4"), allow_pickle=False)
+    return [(f"{sample.key}.json", js.encode("utf-8")),
+            (f"{sample.key}.mjpeg", b"".join(sample.frames)),
+            (f"{sample.key}.mel.npy", mel.getvalue())]
+
+
+def _member_header(name: str, size: int) -> bytes:
+    # Every field fixed, so the bytes depend on the name and size only.
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode, info.type = size, 0, 0o644, tarfile.REGTYPE
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "strict")
+
+
+def write_tar(fileobj: BinaryIO, samples: Iterable[Sample]) -> int:
+    """Write `samples` as one tar shard to a writable binary file object; return how many were written.
+
+    Only `fileobj.write` is used (non-seekable streams are fine); `fileobj` is left open.
+    """
+    written, count = 0, 0
+    for sample in samples:
+        for name, data in encode_members(sample):
+            pad = -len(data) % _BLOCK
+            for chunk in (_member_header(name, len(data)), data, bytes(pad)):
+                fileobj.write(chunk)
+                written += len(chunk)
+        count += 1
+    end = 2 * _BLOCK
+    end += -(written + end) % _RECORD
+    fileobj.write(bytes(end))
+    return count
+
+
+# ----------------------------------------------------------------------------------------- reading
+
+def check_member_name(name: str, shard: str) -> tuple[str, str]:
+    """(key, suffix) of a member name, or ShardError if it is not `KEY.json|KEY.mjpeg|KEY.mel.npy`."""
+    bad = None
+    if not name or "/" in name or "\\" in name or "\x00" in name:
+        bad = "member names must be plain file names (no '/', no '\\')"
+    elif ".." in name:
+        bad = "member names must not contain '..'"
+    elif name.startswith("-"):
+        bad = "member names must not start with '-'"
+    else:
+        key, _, suffix = name.partition(".")
+        if suffix not in SUFFIXES:
+            bad = f"unknown member type {suffix!r}; a sample has only {', '.join('KEY.' + s for s in SUFFIXES)}"
+        else:
+            try:
+                return check_key(key), suffix
+            except SchemaError as e:
+                bad = str(e)
+    raise ShardError(f"shard {shard}: refusing member {name!r}: {bad}; this is not a shard written by "
+                     f"this toolkit (or it was tampered with) - {_FIX}")
+
+
+def _read_exact(f: BinaryIO, n: int) -> bytes:
+    chunks, left = [], n
+    while left > 0:
+        chunk = f.read(left)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def _number(field: bytes, what: str, shard: str, offset: int) -> int:
+    if field[:1] and field[0] & 0x80:  # GNU base-256 for large values
+        value = int.from_bytes(field[1:], "big")
+        if field[0] == 0xFF:
+            value -= 1 << (8 * (len(field) - 1))
+        return value
+    text = field.split(b"\x00", 1)[0].strip(b" ")
+    try:
+        return int(text, 8) if text else 0
+    except ValueError:
+        raise ShardError(f"shard {shard}: corrupt tar header at byte {offset} (bad {what} field "
+                         f"{field!r}); {_FIX}") from None
+
+
+def _pax_records(data: bytes, shard: str, offset: int) -> dict[str, str]:
+    records, pos = {}, 0
+    try:
+        while pos < len(data):
+            space = data.index(b" ", pos)
+            length = int(data[pos:space])
+            record = data[space + 1:pos + length]
+            if length <= 0 or not record.endswith(b"\n"):
+                raise ValueError("bad record length")
+            k, _, v = record[:-1].partition(b"=")
+            records[k.decode("utf-8")] = v.decode("utf-8")
+            pos += length
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ShardError(f"shard {shard}: corrupt pax header at byte {offset} ({e}); {_FIX}") from None
+    return records
+
+
+def iter_tar_members(fileobj: BinaryIO, shard: str) -> Iterator[tuple[str, bytes]]:
+    """(name, data) of each plain-file member of a tar stream, strictly checked; reads sequentially."""
+    offset, long_name, pax = 0, None, {}
+    while True:
+        header = _read_exact(fileobj, _BLOCK)
+        if len(header) < _BLOCK:
+            where = "before its end-of-archive marker" if not header else "inside a member header"
+            raise ShardError(f"shard {shard}: truncated at byte {offset + len(header)} ({where}); "
+                             f"the file is incomplete - {_FIX}")
+        if header == _ZERO_BLOCK:
+            return  # end of archive; what follows is padding
+        stored = _number(header[148:156], "checksum", shard, offset)
+        unsigned = sum(header[:148]) + 8 * 32 + sum(header[156:])
+        signed = unsigned - 2 * sum(b for b in header[:148] + header[156:] if b > 127)
+        if stored not in (unsigned, signed):
+            raise ShardError(f"shard {shard}: corrupt tar header at byte {offset} (checksum mismatch); "
+                             f"the file is damaged - {_FIX}")
+        name = header[:100].split(b"\x00", 1)[0]
+        if header[257:263] == b"ustar\x00" and header[345:500].strip(b"\x00"):
+            name = header[345:500].split(b"\x00", 1)[0] + b"/" + name
+        size = _number(header[124:136], "size", shard, offset)
+        typeflag = header[156:157]
+        if typeflag not in (b"x", b"g") and "size" in pax:
+            size = int(pax["size"]) if pax["size"].isdigit() else -1
+        if not 0 <= size <= MAX_MEMBER_BYTES:
+            raise ShardError(f"shard {shard}: corrupt tar header at byte {offset} (member size {size}); {_FIX}")
+        data = _read_exact(fileobj, size)
+        pad = _read_exact(fileobj, -size % _BLOCK)
+        if len(data) < size or len(pad) < -size % _BLOCK:
+            raise ShardError(f"shard {shard}: truncated inside member {name.decode('utf-8', 'replace')!r} "
+                             f"(header at byte {offset}); the file is incomplete - {_FIX}")
+        offset += _BLOCK + size + len(pad)
+        if typeflag == b"x":  # pax extended header for the next member (long names)
+            pax = _pax_records(data, shard, offset)
+            continue
+        if typeflag == b"g":  # pax global header: nothing we use
+            continue
+        if typeflag == b"L":  # GNU long name for the next member
+            long_name = data.split(b"\x00", 1)[0]
+            continue
+        if "path" in pax:
+            name = pax["path"].encode("utf-8")
+        elif long_name is not None:
+            name = long_name
+        pax, long_name = {}, None
+        try:
+            text = name.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ShardError(f"shard {shard}: member name {name!r} is not UTF-8; {_FIX}") from None
+        if typeflag not in (b"0", b"\x00"):
+            raise ShardError(f"shard {shard}: refusing member {text!r}: not a plain file (tar type "
+                             f"{typeflag!r}); shards hold only files - {_FIX}")
+        yield text, data
+
+
+class TarSample(LazySample):
+    """A sample read from a tar shard: its three members' bytes, decoded on demand."""
+
+    def __init__(self, shard: str, index: int, key: str, members: dict[str, bytes]):
+        super().__init__(shard, index)
+        self._key, self._members = key, members
+
+    def _header(self) -> dict[str, Any]:
+        try:
+            h = json.loads(self._members["json"])
+        except (ValueError, RecursionError) as e:
+            raise self.error(f"{self._key}.json is not valid JSON ({e})") from None
+        if not isinstance(h, dict):
+            raise self.error(f"{self._key}.json is not a JSON object")
+        labels, text, meta = h.get("labels", []), h.get("label_text", []), h.get("meta", {})
+        offsets, lengths = h.get("frame_offsets"), h.get("frame_lengths")
+        verb, noun = h.get("verb"), h.get("noun")
+        if not (_ints(labels) and isinstance(text, list) and all(isinstance(t, str) for t in text)
+                and isinstance(meta, dict) and (verb is None or type(verb) is int)
+                and (noun is None or type(noun) is int)):
+            raise self.error(f"{self._key}.json has fields of the wrong type")
+        if not (_ints(offsets) and _ints(lengths) and _tiles(offsets, lengths, len(self._members["mjpeg"]))):
+            raise self.error(f"{self._key}.json frame_offsets/frame_lengths do not tile {self._key}.mjpeg")
+        self._offsets, self._lengths = offsets, lengths
+        return {"key": self._key, "labels": labels, "label_text": text, "meta": meta,
+                "verb": verb, "noun": noun}
+
+    @property
+    def num_frames(self) -> int:
+        self.header  # parses the offsets
+        return len(self._offsets)
+
+    def frame(self, i: int) -> bytes:
+        i = self._check_frame_index(i)
+        return self._members["mjpeg"][self._offsets[i]:self._offsets[i] + self._lengths[i]]
+
+    def _melspec(self) -> np.ndarray:
+        try:
+            mel = np.load(io.BytesIO(self._members["mel.npy"]), allow_pickle=False)
+        except (ValueError, OSError, EOFError) as e:  # object arrays land here: never unpickled
+            raise self.error(f"{self._key}.mel.npy is not a plain numpy array ({e})") from None
+        if not (isinstance(mel, np.ndarray) and mel.dtype.kind == "f" and mel.dtype.itemsize == 4
+                and mel.ndim == 2 and mel.shape[1] == NUM_MEL_BINS):
+            raise self.error(f"{self._key}.mel.npy must be float32 [T, {NUM_MEL_BINS}], got "
+                             f"{getattr(mel, 'dtype', type(mel))} {getattr(mel, 'shape', '')}")
+        return mel.astype(np.float32, copy=False)
+
+
+def _ints(xs: object) -> bool:
+    return isinstance(xs, list) and all(type(x) is int and x >= 0 for x in xs)
+
+
+def _tiles(offsets: list[int], lengths: list[int], total: int) -> bool:
+    """Whether the frames lie back to back and exactly fill the .mjpeg member."""
+    pos = 0
+    for o, n in zip(offsets, lengths, strict=False):
+        if o != pos:
+            return False
+        pos += n
+    return len(offsets) == len(lengths) and pos == total
+
+
+def iter_tar(fileobj: BinaryIO, shard: str) -> Iterator[TarSample]:
+    """The samples of a tar shard, in order, as lazily decoded TarSamples; ShardError on anything amiss."""
+    key, members, seen, index = None, {}, set(), 0
+    for name, data in iter_tar_members(fileobj, shard):
+        k, suffix = check_member_name(name, shard)
+        if k != key:
+            if members:
+                _incomplete(shard, key, members)
+            if k in seen:
+                raise ShardError(f"shard {shard}: sample {k} appears twice (member {name!r}); {_FIX}")
+            key, members = k, {}
+            seen.add(k)
+        if suffix in members:
+            raise ShardError(f"shard {shard}: member {name!r} appears twice; {_FIX}")
+        members[suffix] = data
+        if len(members) == len(SUFFIXES):
+            yield TarSample(shard, index, key, members)
+            key, members, index = None, {}, index + 1
+    if members:
+        _incomplete(shard, key, members)
+
+
+def _incomplete(shard: str, key: str | None, members: dict[str, bytes]) -> None:
+    missing = ", ".join(f"{key}.{s}" for s in SUFFIXES if s not in members)
+    raise ShardError(f"shard {shard}: sample {key} is missing {missing}; {_FIX}")

@@ -1,0 +1,63 @@
+"""`mbt`: the toolkit's one command. Each subcommand is a thin wrapper over a library function.
+
+    mbt ingest --manifest M.csv --output DIR --format webdataset,tfrecord
+    mbt inspect DIR/train-00000-of-00004.tar --index 0 --png sample.png
+    mbt stats DIR            mbt validate DIR
+    mbt flops --preset mbt_base_audioset
+    mbt bench ingest         mbt demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Sequence
+
+from tools import bench_cmd, data_cmds, demo_cmd, flops_cmd, ingest_cmd
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mbt", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    ingest_cmd.add_parser(sub)
+    data_cmds.add_parsers(sub)
+    flops_cmd.add_parser(sub)
+    bench_cmd.add_parser(sub)
+    demo_cmd.add_parser(sub)
+    return parser
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """Errors a user can cause and fix: printed as one line, never as a traceback."""
+    from pipelines.config import IngestError
+    from pipelines.manifests import ManifestError
+    from shards.errors import ShardError
+    from shards.schema import SchemaError
+
+    return (IngestError, ManifestError, ShardError, SchemaError, FileNotFoundError, UsageError)
+
+
+class UsageError(ValueError):
+    """A command line that can't work as given; the message says what to type instead."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `ingest` passes unknown flags on to Beam; every other command rejects them.
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "ingest":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    run: Callable[..., int] = args.run
+    try:
+        return run(args, extra) if args.command == "ingest" else run(args)
+    except user_errors() as e:
+        print(f"mbt {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"mbt {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
