@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo_out
 
-.PHONY: setup test test-fast demo bench clean
+.PHONY: setup test test-fast demo bench clean dataflow-image
 
 setup: $(STAMP)
 
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	@command -v $(PY) >/dev/null 2>&1 || { echo "need $(PY) (Python 3.11) on PATH"; exit 1; }
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[train,test]'
 	# numba compiles librosa's kernels on first use (~14 s); pay it once here, not in each Beam worker.
 	$(BIN)/python -m pipelines.warmup
 	touch $(STAMP)
@@ -34,3 +34,8 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache
+
+# Dataflow worker image (needs a Docker engine; see README "Scaling out").
+IMAGE ?= mbt-ingest:latest
+dataflow-image:
+	docker build -f docker/Dockerfile.dataflow -t $(IMAGE) .

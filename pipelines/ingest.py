@@ -204,9 +204,9 @@ def run(manifest: Manifest, cfg: IngestConfig, beam_args: list[str] = (), *,
 
 def summarize(cfg: IngestConfig, wall_seconds: float) -> dict[str, Any]:
     """The job's summary, read back from the index it wrote (the one source of truth)."""
-    from pipelines.shard_io import read_index
+    from shards.dataset_index import load_index
 
-    index = read_index(cfg.output, cfg.split)
+    index = load_index(cfg.output, cfg.split)
     counts = index["counts"]
     return {
         "rows": counts["rows"], "written": counts["written"], "failed": counts["failed"],

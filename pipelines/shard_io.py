@@ -67,15 +67,6 @@ def failures_path(output: str, split: str) -> str:
     return join(output, f"{split}.failures.jsonl")
 
 
-def read_index(output: str, split: str) -> dict[str, Any]:
-    """The dataset index of `split` in `output`, with `index_path` added (not stored in the file)."""
-    path = index_path(output, split)
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-        index = json.loads(f.read().decode("utf-8"))
-    index["index_path"] = path
-    return index
-
-
 def _remove_stale(output: str, split: str, keep: set[str]) -> None:
     """Delete temp files and shards of this split that this run did not write (an older shard count)."""
     patterns = [join(output, f"{TMP_PREFIX}{split}-*")]

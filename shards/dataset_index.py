@@ -1,0 +1,77 @@
+"""A dataset on disk: SPLIT.index.json (written last by the ingestion job) and the files it lists.
+
+Local paths are opened directly; URLs (gs://, s3://, ...) through `tf.io.gfile`, imported only then.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import IO, Any
+
+from shards.errors import ShardError
+
+INDEX_SUFFIX = ".index.json"
+
+
+def is_url(path: str) -> bool:
+    return "://" in str(path)
+
+
+def open_path(path: str, mode: str = "rb") -> IO:
+    """Open a local path or a URL that TensorFlow's file systems know (gs://, s3://, hdfs://)."""
+    if is_url(path):
+        import tensorflow as tf
+
+        return tf.io.gfile.GFile(path, mode)
+    return open(path, mode)
+
+
+def join(folder: str, name: str) -> str:
+    return f"{folder.rstrip('/')}/{name}" if is_url(folder) else os.path.join(folder, name)
+
+
+def list_splits(folder: str) -> list[str]:
+    """The splits that have an index in `folder`, sorted."""
+    if is_url(folder):
+        import tensorflow as tf
+
+        names = [os.path.basename(p) for p in tf.io.gfile.glob(join(folder, "*" + INDEX_SUFFIX))]
+    elif os.path.isdir(folder):
+        names = os.listdir(folder)
+    else:
+        raise FileNotFoundError(f"{folder}: no such dataset folder; pass the --output folder of `mbt ingest`")
+    return sorted(n[: -len(INDEX_SUFFIX)] for n in names if n.endswith(INDEX_SUFFIX))
+
+
+def load_index(folder: str, split: str) -> dict[str, Any]:
+    """SPLIT.index.json of `folder` as a dict, with `index_path` and `folder` added (not stored)."""
+    path = join(folder, split + INDEX_SUFFIX)
+    try:
+        with open_path(path, "rb") as f:
+            index = json.loads(f.read().decode("utf-8"))
+    except FileNotFoundError:
+        have = ", ".join(list_splits(folder)) if os.path.isdir(folder) or is_url(folder) else ""
+        raise FileNotFoundError(
+            f"{path}: no index for split {split!r}" + (f" (splits here: {have})" if have else "")
+            + "; run `mbt ingest` (the index is written last, so a missing index means an unfinished job)"
+        ) from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ShardError(f"{path}: not a valid index ({e}); re-run `mbt ingest`") from None
+    index["index_path"], index["folder"] = path, folder
+    return index
+
+
+def shard_paths(index: dict[str, Any], fmt: str) -> list[str]:
+    """Full paths of the shards of format `fmt` listed in a loaded index."""
+    if fmt not in index.get("shards", {}):
+        raise ShardError(f"{index['index_path']}: no {fmt} shards (formats: {', '.join(index['shards'])}); "
+                         f"ingest with --format {fmt}")
+    return [join(index["folder"], s["path"]) for s in index["shards"][fmt]]
+
+
+def read_failures(index: dict[str, Any]) -> list[dict[str, Any]]:
+    """The failure records beside an index (one per manifest row that did not become a sample)."""
+    path = join(index["folder"], index["failures_file"])
+    with open_path(path, "rb") as f:
+        return [json.loads(line) for line in f.read().decode("utf-8").splitlines() if line.strip()]

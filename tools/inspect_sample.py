@@ -1,0 +1,93 @@
+"""Look at one stored sample: a text summary, and a PNG contact sheet (frames + spectrogram)."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import numpy as np
+
+from shards.errors import ShardError
+from shards.schema import FPS, MEL_ROWS_PER_SECOND, Sample
+
+
+def find_sample(path: str, index: int | None = None, key: str | None = None) -> Sample:
+    """Sample number `index` (default 0) or the one with `key`, from a .tar or .tfrecord shard."""
+    from shards.reader import read_shard
+
+    for i, sample in enumerate(read_shard(path)):
+        if (key is not None and sample.key == key) or (key is None and i == (index or 0)):
+            return sample
+    what = f"key {key!r}" if key is not None else f"index {index or 0}"
+    raise ShardError(f"{path}: no sample with {what}; `mbt inspect {path} --list` shows what is there")
+
+
+def list_keys(path: str) -> list[str]:
+    from shards.reader import read_shard
+
+    return [s.key for s in read_shard(path)]
+
+
+def jpeg_size(data: bytes) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        return im.size
+
+
+def describe(sample: Sample) -> str:
+    """A few lines a person can read: key, labels, duration, frames, spectrogram, meta."""
+    w, h = jpeg_size(sample.frames[0]) if sample.frames else (0, 0)
+    mel = sample.melspec
+    labels = ", ".join(f"{i} {t!r}" for i, t in zip(sample.labels, sample.label_text)) or "(none)"
+    extra = "".join(f"\n{name:<10} {v}" for name, v in (("verb", sample.verb), ("noun", sample.noun))
+                    if v is not None)
+    rng = f"[{mel.min():.2f}, {mel.max():.2f}] mean {mel.mean():.2f}" if mel.size else "(empty)"
+    return (f"key        {sample.key}\n"
+            f"labels     {labels}{extra}\n"
+            f"duration   {sample.duration:.2f} s ({len(sample.frames)} frames at {FPS} fps, "
+            f"{mel.shape[0] / MEL_ROWS_PER_SECOND:.2f} s of spectrogram)\n"
+            f"frames     {len(sample.frames)} x {w}x{h} JPEG, "
+            f"{sum(map(len, sample.frames)) / max(len(sample.frames), 1) / 1024:.1f} KiB each\n"
+            f"melspec    {mel.dtype} {list(mel.shape)}, range {rng}\n"
+            f"meta       {json.dumps(sample.meta, sort_keys=True)}")
+
+
+def contact_sheet(sample: Sample, out_png: str, num_frames: int = 8) -> str:
+    """Write a PNG: a row of evenly spaced frames above the spectrogram with a time axis; return path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    n = max(1, min(num_frames, len(sample.frames)))
+    picks = np.linspace(0, len(sample.frames) - 1, n).round().astype(int) if sample.frames else []
+    fig = plt.figure(figsize=(2.0 * n, 5.2), dpi=100)
+    grid = fig.add_gridspec(2, n, height_ratios=[1, 1.3])
+    for col, i in enumerate(picks):
+        ax = fig.add_subplot(grid[0, col])
+        ax.imshow(Image.open(io.BytesIO(sample.frames[i])).convert("RGB"))
+        ax.set_title(f"{i / FPS:.2f} s", fontsize=8)
+        ax.axis("off")
+    ax = fig.add_subplot(grid[1, :])
+    seconds = sample.melspec.shape[0] / MEL_ROWS_PER_SECOND
+    im = ax.imshow(sample.melspec.T, origin="lower", aspect="auto", cmap="magma",
+                   extent=[0, seconds, 0, sample.melspec.shape[1]])
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("mel bin")
+    fig.colorbar(im, ax=ax, label="log mel power", pad=0.01)
+    audio = "" if sample.meta.get("has_audio", True) else "  [no audio track: silence]"
+    fig.suptitle(f"{sample.key}  -  {', '.join(sample.label_text) or 'unlabelled'}{audio}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out_png)
+    plt.close(fig)
+    return out_png
+
+
+def sample_summary(sample: Sample) -> dict[str, Any]:
+    """The same facts as `describe`, as a dict (for --json)."""
+    return {"key": sample.key, "labels": sample.labels, "label_text": sample.label_text,
+            "verb": sample.verb, "noun": sample.noun, "num_frames": len(sample.frames),
+            "melspec_shape": list(sample.melspec.shape), "meta": sample.meta}
