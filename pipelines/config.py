@@ -22,7 +22,7 @@ class IngestConfig:
     split: str = "train"  # shard name prefix: SPLIT-00000-of-00064.tar
     formats: tuple[str, ...] = ("webdataset",)  # any of FORMATS
     short_side: int = 256  # frames resized so that their short side is this many pixels
-    jpeg_quality: int = 90  # 1-100, as in PIL; mapped to ffmpeg's mjpeg -q:v
+    jpeg_quality: int = 3  # ffmpeg's mjpeg -q:v: 2 (best) .. 31 (smallest); 3 is visually lossless
     min_seconds: float = 0.5  # a clip shorter than this (after clamping to the file) is a failure
     max_seconds: float = 3600.0  # a clip longer than this is a failure (cut it in the manifest)
     max_pixels: int = 4096 * 2160  # a source with more pixels per frame than this is a failure
@@ -37,8 +37,8 @@ class IngestConfig:
         bad = [f for f in self.formats if f not in FORMATS]
         if bad or not self.formats:
             raise IngestError(f"--format {','.join(self.formats)}: choose from {','.join(FORMATS)}")
-        if not 1 <= self.jpeg_quality <= 100:
-            raise IngestError(f"--jpeg-quality {self.jpeg_quality}: use 1-100")
+        if not 2 <= self.jpeg_quality <= 31:
+            raise IngestError(f"--jpeg-quality {self.jpeg_quality}: use ffmpeg's -q:v scale, 2 (best) .. 31")
         if self.num_shards is not None and self.num_shards < 1:
             raise IngestError(f"--num-shards {self.num_shards}: use 1 or more")
         if self.samples_per_shard < 1:
@@ -62,7 +62,8 @@ class IngestConfig:
         parser.add_argument("--format", default=",".join(d.formats),
                             help=f"comma-separated output formats: {','.join(FORMATS)}")
         parser.add_argument("--short-side", type=int, default=d.short_side)
-        parser.add_argument("--jpeg-quality", type=int, default=d.jpeg_quality)
+        parser.add_argument("--jpeg-quality", type=int, default=d.jpeg_quality,
+                            help="ffmpeg -q:v of the JPEG frames, 2 (best) .. 31 (smallest)")
         parser.add_argument("--min-seconds", type=float, default=d.min_seconds)
         parser.add_argument("--max-seconds", type=float, default=d.max_seconds)
         parser.add_argument("--max-pixels", type=int, default=d.max_pixels)
@@ -92,4 +93,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--classes", help="class vocabulary: one name per line, or class_labels_indices.csv")
     parser.add_argument("--clip-seconds", type=float,
                         help="folder manifests: cut each video into clips of this length")
+    parser.add_argument("--corpus-split", help="VGGSound: keep only rows of this split (train/test)")
+    parser.add_argument("--full-videos", action="store_true",
+                        help="AudioSet/VGGSound: the files are whole YouTube videos, not the 10 s segments")
     IngestConfig.add_arguments(parser)

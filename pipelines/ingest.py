@@ -174,7 +174,7 @@ def read_manifest_from_args(args: argparse.Namespace) -> Manifest:
 
     return read_manifest(args.manifest, kind=args.manifest_kind, video_root=args.video_root,
                          classes=args.classes, pattern=args.pattern, clip_seconds=args.clip_seconds,
-                         duration_fn=duration_fn)
+                         duration_fn=duration_fn, split=args.corpus_split, trimmed=not args.full_videos)
 
 
 def pipeline_options(beam_args: list[str]) -> tuple[PipelineOptions, bool]:

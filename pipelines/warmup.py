@@ -15,7 +15,7 @@ def warm_up() -> dict[str, float]:
     t0 = time.time()
     import librosa
 
-    from pipelines.ffmpeg import ffmpeg_path
+    from pipelines.ffmpeg import ffmpeg_exe
     from pipelines.logmel import log_mel
     from shards.schema import MelParams
 
@@ -24,7 +24,7 @@ def warm_up() -> dict[str, float]:
     log_mel(audio, p)
     librosa.feature.melspectrogram(y=audio, sr=p.sample_rate, n_fft=p.n_fft, hop_length=p.hop_length,
                                    win_length=p.win_length, window=p.window, n_mels=p.num_mel_bins)
-    return {"seconds": round(time.time() - t0, 1), "ffmpeg": ffmpeg_path()}
+    return {"seconds": round(time.time() - t0, 1), "ffmpeg": ffmpeg_exe()}
 
 
 if __name__ == "__main__":

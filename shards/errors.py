@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
 
 class ShardError(ValueError):
     """A shard (or a sample inside it) cannot be read; the message names the shard, where, and the fix."""
 
 
 def shard_label(source: object) -> str:
-    """A name for error messages: the path, or an open file's `.name`, or '<stream>'."""
-    name = getattr(source, "name", source)
-    return str(name) if isinstance(name, (str, bytes)) or hasattr(name, "__fspath__") else "<stream>"
+    """A name for messages: the path, an open file's `.name`, or '<stream>' for an anonymous stream."""
+    name = getattr(source, "name", None) if hasattr(source, "read") else source
+    if isinstance(name, (str, os.PathLike)):
+        return os.fspath(name)
+    return "<stream>"

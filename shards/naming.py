@@ -17,7 +17,8 @@ FORMATS = ("webdataset", "tfrecord")  # the two encodings, as the CLI's --format
 EXTENSIONS = {"webdataset": ".tar", "tfrecord": ".tfrecord"}
 
 _SPLIT_RE = re.compile(r"^[A-Za-z0-9_]+$")  # no '-': it separates split from shard number
-_NAME_RE = re.compile(r"^(?P<split>[A-Za-z0-9_]+)-(?P<index>\d{5,})-of-(?P<num>\d{5,})(?P<ext>\.tar|\.tfrecord)$")
+_NAME_RE = re.compile(
+    r"^(?P<split>[A-Za-z0-9_]+)-(?P<index>\d{5,})-of-(?P<num>\d{5,})(?P<ext>\.tar|\.tfrecord)$")
 
 
 def check_format(fmt: str) -> str:

@@ -2,7 +2,8 @@
 
 The message is small and fixed (tensorflow/core/example/{example,feature}.proto):
   SequenceExample { Features context = 1; FeatureLists feature_lists = 2; }
-  Features { map<string, Feature> feature = 1; }      FeatureLists { map<string, FeatureList> feature_list = 1; }
+  Features { map<string, Feature> feature = 1; }
+  FeatureLists { map<string, FeatureList> feature_list = 1; }
   FeatureList { repeated Feature feature = 1; }
   Feature { oneof { BytesList bytes_list = 1; FloatList float_list = 2; Int64List int64_list = 3; } }
   BytesList { repeated bytes value = 1; }  FloatList { repeated float value = 1 [packed]; }
@@ -26,6 +27,10 @@ _U64 = (1 << 64) - 1
 
 
 # ----------------------------------------------------------------------------------------- encoding
+# An encoded message is a list of byte chunks, joined once at the end: a clip's frames are copied once,
+# not once per nesting level.
+Chunks = list
+
 
 def _varint(n: int) -> bytes:
     n &= _U64  # negative int64s take ten bytes, as protobuf writes them
@@ -37,34 +42,38 @@ def _varint(n: int) -> bytes:
     return bytes(out)
 
 
-def _field(number: int, payload: bytes) -> bytes:
-    """A length-delimited field (wire type 2)."""
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+def _field(number: int, payload: Chunks) -> Chunks:
+    """A length-delimited field (wire type 2) holding `payload`."""
+    return [_varint(number << 3 | 2) + _varint(sum(map(len, payload))), *payload]
 
 
-def bytes_feature(values: Sequence[bytes]) -> bytes:
+def bytes_feature(values: Sequence[bytes]) -> Chunks:
     """An encoded Feature holding a BytesList."""
-    return _field(1, b"".join(_field(1, bytes(v)) for v in values))
+    return _field(1, [c for v in values for c in _field(1, [bytes(v)])])
 
 
-def float_feature(values: np.ndarray | Sequence[float]) -> bytes:
+def float_feature(values: np.ndarray | Sequence[float]) -> Chunks:
     """An encoded Feature holding a (packed) FloatList."""
     arr = np.ascontiguousarray(values, dtype="<f4").reshape(-1)
-    return _field(2, _field(1, arr.tobytes()) if arr.size else b"")
+    return _field(2, _field(1, [arr.tobytes()]) if arr.size else [])
 
 
-def int64_feature(values: Sequence[int]) -> bytes:
+def int64_feature(values: Sequence[int]) -> Chunks:
     """An encoded Feature holding a (packed) Int64List."""
-    return _field(3, _field(1, b"".join(_varint(int(v)) for v in values)) if len(values) else b"")
+    return _field(3, _field(1, [b"".join(_varint(int(v)) for v in values)]) if len(values) else [])
 
 
-def encode(context: Mapping[str, bytes], feature_lists: Mapping[str, Sequence[bytes]]) -> bytes:
-    """A serialized SequenceExample from encoded Features (see *_feature); keys in sorted order."""
-    ctx = b"".join(_field(1, _field(1, k.encode("utf-8")) + _field(2, feature))
-                   for k, feature in sorted(context.items()))
-    lists = b"".join(_field(1, _field(1, k.encode("utf-8")) + _field(2, b"".join(_field(1, f) for f in feats)))
-                     for k, feats in sorted(feature_lists.items()))
-    return _field(1, ctx) + _field(2, lists)
+def _map_entry(key: str, value: Chunks) -> Chunks:
+    return _field(1, [*_field(1, [key.encode("utf-8")]), *_field(2, value)])
+
+
+def encode(context: Mapping[str, Chunks], feature_lists: Mapping[str, Sequence[Chunks]]) -> bytes:
+    """A serialized SequenceExample from encoded Features (see *_feature); map keys in sorted order,
+    as protobuf's deterministic serialization writes them."""
+    ctx = [c for k, feature in sorted(context.items()) for c in _map_entry(k, feature)]
+    lists = [c for k, feats in sorted(feature_lists.items())
+             for c in _map_entry(k, [c for f in feats for c in _field(1, f)])]
+    return b"".join([*_field(1, ctx), *_field(2, lists)])
 
 
 # ----------------------------------------------------------------------------------------- decoding

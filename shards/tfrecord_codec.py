@@ -200,7 +200,7 @@ class TFRecordSample(LazySample):
             key = check_key(self._one(KEY, bytes).decode("utf-8"))
             meta = json.loads(self._one(META, bytes))
             text = [t.decode("utf-8") for t in self._list(LABEL_TEXT, bytes)]
-        except (SchemaError, ValueError, RecursionError) as e:  # ShardError is a ValueError: re-raised as is
+        except (ValueError, RecursionError) as e:  # ShardError is a ValueError too: re-raised as is
             if isinstance(e, ShardError):
                 raise
             raise self.error(f"bad {KEY}, {META} or {LABEL_TEXT} ({e})") from None

@@ -74,7 +74,7 @@ def _member_header(name: str, size: int) -> bytes:
     return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "strict")
 
 
-def write_tar(fileobj: BinaryIO, samples: Iterable[Sample]) -> int:
+def write_webdataset(fileobj: BinaryIO, samples: Iterable[Sample]) -> int:
     """Write `samples` as one tar shard to a writable binary file object; return how many were written.
 
     Only `fileobj.write` is used (non-seekable streams are fine); `fileobj` is left open.
@@ -107,7 +107,8 @@ def check_member_name(name: str, shard: str) -> tuple[str, str]:
     else:
         key, _, suffix = name.partition(".")
         if suffix not in SUFFIXES:
-            bad = f"unknown member type {suffix!r}; a sample has only {', '.join('KEY.' + s for s in SUFFIXES)}"
+            known = ", ".join("KEY." + s for s in SUFFIXES)
+            bad = f"unknown member type {suffix!r}; a sample has only {known}"
         else:
             try:
                 return check_key(key), suffix
@@ -184,7 +185,8 @@ def iter_tar_members(fileobj: BinaryIO, shard: str) -> Iterator[tuple[str, bytes
         if typeflag not in (b"x", b"g") and "size" in pax:
             size = int(pax["size"]) if pax["size"].isdigit() else -1
         if not 0 <= size <= MAX_MEMBER_BYTES:
-            raise ShardError(f"shard {shard}: corrupt tar header at byte {offset} (member size {size}); {_FIX}")
+            raise ShardError(f"shard {shard}: corrupt tar header at byte {offset} (member size {size}); "
+                             f"{_FIX}")
         data = _read_exact(fileobj, size)
         pad = _read_exact(fileobj, -size % _BLOCK)
         if len(data) < size or len(pad) < -size % _BLOCK:
@@ -276,7 +278,7 @@ def _tiles(offsets: list[int], lengths: list[int], total: int) -> bool:
     return len(offsets) == len(lengths) and pos == total
 
 
-def iter_tar(fileobj: BinaryIO, shard: str) -> Iterator[TarSample]:
+def iter_webdataset(fileobj: BinaryIO, shard: str) -> Iterator[TarSample]:
     """The samples of a tar shard, in order, as lazily decoded TarSamples; ShardError on anything amiss."""
     key, members, seen, index = None, {}, set(), 0
     for name, data in iter_tar_members(fileobj, shard):

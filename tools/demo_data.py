@@ -76,12 +76,12 @@ def ffmpeg_args(clip: DemoClip, out: Path, ffmpeg: str) -> list[str]:
 def make_demo_videos(folder: str | os.PathLike, num_per_class: int = 8, seed: int = 0,
                      workers: int | None = None) -> Path:
     """Write the clips and `manifest.csv` (path,start,end,labels) into `folder`; return the manifest."""
-    from pipelines.ffmpeg import ffmpeg_path
+    from pipelines.ffmpeg import ffmpeg_exe
 
     folder = Path(folder)
     (folder / "videos").mkdir(parents=True, exist_ok=True)
     clips = plan(num_per_class, seed)
-    exe = ffmpeg_path()
+    exe = ffmpeg_exe()
 
     def make(clip: DemoClip) -> None:
         out = folder / "videos" / f"{clip.name}.mp4"

@@ -61,7 +61,7 @@ def read_manifest(path: str, kind: str = "auto", video_root: str | None = None,
                              trimmed=trimmed)
     vocabulary = read_classes(classes) if classes else None
     if kind == "generic":
-        return read_generic(path, video_root, vocabulary)
+        return read_generic(path, video_root, vocabulary=vocabulary)
     if kind == "vggsound":
         return read_vggsound(path, video_root, pattern or vggsound.DEFAULT_PATTERN, split=split,
                              vocabulary=vocabulary, trimmed=trimmed)
@@ -110,6 +110,8 @@ def detect_kind(path: str) -> str:
             return "vggsound"
         if _is_number(fields[2]) and fields[3].startswith(("/m/", "/g/", "/t/")):
             return "audioset"
+    if first.startswith("{"):
+        raise ManifestError(f"manifest {path!r} looks like JSONL: name it .jsonl (or .ndjson)")
     raise ManifestError(
         f"can't tell what kind of manifest {path!r} is (first line: {first[:80]!r}); pass "
         f"--manifest-kind {'|'.join(KINDS)} (a generic CSV starts with the header path,start,end,labels)")

@@ -26,8 +26,8 @@ from typing import Callable
 
 from shards.schema import make_key
 
-from pipelines.manifests.spec import (PROBE_FAILED, ClipSpec, Manifest, ManifestError, RowFailure,
-                                      build_manifest)
+from pipelines.manifests.spec import (MALFORMED_ROW, PROBE_FAILED, ClipSpec, Manifest, ManifestError,
+                                      RowFailure, build_manifest)
 
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts",
                     ".m2ts", ".flv", ".wmv", ".3gp", ".ogv")
@@ -54,7 +54,7 @@ def read_folder(root: str, clip_seconds: float | None = None,
         video_id = os.path.splitext(rel)[0]
         row = len(items) + 1
         if os.sep not in rel:
-            items.append(RowFailure(row, make_key(video_id, 0), path, "malformed_row",
+            items.append(RowFailure(row, make_key(video_id, 0), path, MALFORMED_ROW,
                                     "video is not inside a class folder (expected ROOT/<label>/<video>)"))
             continue
         label = rel.split(os.sep, 1)[0]

@@ -33,7 +33,7 @@ HEADER = ["path", "start", "end", "labels"]
 JSONL_EXTENSIONS = (".jsonl", ".ndjson")
 
 
-def read_generic(path: str, video_root: str | None = None,
+def read_generic(path: str, video_root: str | None = None, *,
                  vocabulary: list[str] | None = None) -> Manifest:
     """Read a generic CSV or JSONL manifest (by extension). With `vocabulary`, a label outside it
     makes its row an `unknown_label` failure; without, the vocabulary is every label, sorted."""

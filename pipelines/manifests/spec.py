@@ -227,12 +227,13 @@ def build_manifest(source: str, kind: str, sha256: str, items: Iterable[ClipSpec
 
 def check_unique_keys(source: str, items: Sequence[ClipSpec | RowFailure]) -> None:
     """ManifestError naming the key and both rows when two rows would make the same sample."""
-    first_row: dict[str, int] = {}
+    first: dict[str, ClipSpec | RowFailure] = {}
     for it in items:
         if not it.key:
             continue
-        if it.key in first_row:
+        if it.key in first:
+            other = first[it.key]
             raise ManifestError(
-                f"{source}: rows {first_row[it.key]} and {it.row} both give the sample key {it.key!r} "
-                f"(same video and start time); remove one of them, or give them different start times")
-        first_row[it.key] = it.row
+                f"{source}: rows {other.row} ({other.path}) and {it.row} ({it.path}) both give the sample "
+                f"key {it.key!r} (same video id and start time); remove one, or change its start time")
+        first[it.key] = it

@@ -1,0 +1,88 @@
+"""Where each modality's CLS token looks in the frames: attention to the RGB patches as [F, h, w] maps.
+
+The paper's Figure 6. The model returns, per layer, one [N_all, N_all] head-averaged attention matrix
+over the union of tokens [rgb | spectrogram | bottlenecks] (mbt/fusion.py). From it:
+- `last`: the last layer's attention from the CLS row to the RGB patch columns. Under bottleneck fusion
+  the spectrogram CLS never attends to RGB patches directly, so its `last` map is zero: use rollout.
+- `rollout` (Abnar & Zuidema, 2020): the product over layers of 0.5*A + 0.5*I (row-normalised), so
+  attention that reaches the frames through other tokens (bottlenecks included) is counted.
+With classifier='gap' there is no CLS token; the mean over the modality's own tokens stands in for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mbt.config import MBTError, ModelConfig
+from mbt.model import MBT
+
+METHODS = ("last", "rollout")
+
+
+def token_offsets(config: ModelConfig) -> dict[str, slice]:
+    """Rows/columns of each modality's tokens (CLS included) and of the bottlenecks in the union layout."""
+    out, start = {}, 0
+    for m in config.modalities:
+        n = config.num_tokens(m)
+        out[m] = slice(start, start + n)
+        start += n
+    if config.fusion == "bottleneck" and config.fused_layers:
+        out["bottleneck"] = slice(start, start + config.num_bottlenecks)
+    return out
+
+
+def rgb_attention_maps(attention: jax.Array, config: ModelConfig, method: str = "last") -> dict[str, np.ndarray]:
+    """attention [L, B, N_all, N_all] (from the model) -> {modality: [B, F, h, w]} maps onto the frames.
+
+    Tubelet maps are repeated over the t frames each tubelet covers, so every frame has its map.
+    """
+    if method not in METHODS:
+        raise MBTError(f"attention map method {method!r}: choose one of {list(METHODS)}")
+    if "rgb" not in config.modalities:
+        raise MBTError("attention maps onto the frames need the 'rgb' modality")
+    offsets = token_offsets(config)
+    cls = 1 if config.classifier == "token" else 0
+    patches = slice(offsets["rgb"].start + cls, offsets["rgb"].stop)
+    total = attention.shape[-1]
+
+    # One query vector per modality: its CLS row, or the mean of its token rows (GAP).
+    queries = []
+    for m in config.modalities:
+        q = jnp.zeros((total,), jnp.float32)
+        if cls:
+            q = q.at[offsets[m].start].set(1.0)
+        else:
+            q = q.at[offsets[m]].set(1.0 / (offsets[m].stop - offsets[m].start))
+        queries.append(q)
+    q = jnp.broadcast_to(jnp.stack(queries), (attention.shape[1], len(queries), total))  # [B, M, N]
+
+    if method == "last":
+        mass = jnp.einsum("bmn,bnk->bmk", q, attention[-1])
+    else:
+        # Propagate the query rows down from the top layer: q @ A_L' @ ... @ A_1', never the N x N product.
+        eye = jnp.eye(total, dtype=jnp.float32)
+        mass = q
+        for a in attention[::-1]:
+            a = 0.5 * a + 0.5 * eye
+            a = a / a.sum(axis=-1, keepdims=True)
+            mass = jnp.einsum("bmn,bnk->bmk", mass, a)
+
+    t, h, w = config.rgb_grid
+    maps = np.asarray(mass[:, :, patches]).reshape(mass.shape[0], len(queries), t, h, w)
+    if config.rgb_tokenizer == "tubelet":
+        maps = np.repeat(maps, config.tubelet_frames, axis=2)
+    return {m: maps[:, i] for i, m in enumerate(config.modalities)}
+
+
+def cls_attention_to_rgb(
+    config: ModelConfig, variables: Mapping, inputs: Mapping[str, jax.Array], method: str = "last"
+) -> dict[str, np.ndarray]:
+    """Run the model (eval mode) on a batch and return {modality: [B, F, h, w]} CLS->RGB attention."""
+    attention = jax.jit(lambda v, x: MBT(config).apply(v, x, return_attention=True)[1]["attention"])(
+        variables, inputs
+    )
+    return rgb_attention_maps(attention, config, method)

@@ -1,0 +1,412 @@
+"""Decode one clip [start, end) of a video into 25 fps JPEG frames and 16 kHz mono float32 audio.
+
+One ffmpeg process per clip produces both streams: JPEGs come straight out of ffmpeg's mjpeg encoder on
+stdout (no decode -> numpy -> encode round trip in Python) and the audio as raw float32 on a second
+pipe. One process beat two (video-only + audio-only) on CPU time: the container is opened, probed,
+seeked and demuxed once; see `python -m pipelines.decode --compare` (numbers in the module's notes
+at the bottom).
+
+The timeline (DESIGN.md, "One timeline"): times count from the container's first timestamp (what
+`ffmpeg -ss` means). Frame i is the source frame on screen at start + i/25 s: the fps filter rounds
+input timestamps *up* to the 1/25 s grid and keeps, for each tick, the last frame at or before it.
+For that to hold at frame 0 too we seek with `-noaccurate_seek` (ffmpeg's accurate seek would drop
+the frame that started just before `start` and is still on screen) and let `fps=...:start_time=0`
+drop the pre-roll itself. Audio sample k is at start + k/16000 s: `aresample=first_pts=0` trims the
+pre-roll and pads a late-starting audio stream with silence. A clip of d seconds then has exactly
+round(25 d) frames and round(16000 d) samples: ffmpeg's own counts differ by a frame or a few
+hundred samples across sources and builds, so we cap and pad explicitly and record both.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+from typing import Any
+
+import numpy as np
+
+from pipelines.ffmpeg import (DecodeError, ExtraOutput, MediaInfo, check_input, classify_failure,
+                              ffmpeg_version, input_arg, parse_info, run_ffmpeg)
+
+__all__ = ["DecodeError", "DecodedClip", "decode_clip", "decode_args", "split_jpegs", "jpeg_size",
+           "FPS", "SAMPLE_RATE"]
+
+FPS = 25
+SAMPLE_RATE = 16000
+_TRUNCATION_SLACK_FRAMES = 2  # a video this many frames short of a "partial file" is truncated
+
+
+def round_half_up(x: float) -> int:
+    """round() as people mean it (2.5 -> 3), robust to float noise in end - start."""
+    return int(math.floor(x + 0.5 + 1e-9))
+
+
+@dataclasses.dataclass
+class DecodedClip:
+    """One decoded clip: len(frames) == round(25 * duration), len(audio) == round(16000 * duration)."""
+
+    frames: list[bytes]  # JPEG per frame, 25 fps, short side resized, even dimensions
+    audio: np.ndarray  # float32 [round(16000 * duration)], mono; zeros when has_audio is False
+    has_audio: bool
+    start: float  # seconds from the container start
+    end: float  # the real end: requested end, or the source end if that came first
+    requested_end: float | None  # as asked (None = to the end of the source)
+    source_duration: float | None  # container duration as ffmpeg reports it (None if unknown)
+    width: int  # of the JPEG frames (after rotation and resize)
+    height: int
+    source_width: int | None  # as displayed, i.e. after rotation
+    source_height: int | None
+    rotation: int  # degrees counter-clockwise the source asks to be rotated (already applied)
+    source_fps: float | None
+    frames_padded: int  # frames that repeat a neighbour because the video started late / ended early
+    frames_dropped: int  # frames ffmpeg gave beyond round(25 * duration)
+    audio_padded: int  # zero samples added (audio started late / ended early)
+    audio_dropped: int  # samples ffmpeg gave beyond round(16000 * duration)
+    ffmpeg_version: str
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+    @property
+    def shortened(self) -> bool:
+        """The requested end was past the end of the source, so the clip ends earlier."""
+        return self.requested_end is not None and self.end < self.requested_end
+
+    @property
+    def num_mel_rows(self) -> int:
+        """round(100 * duration): the spectrogram rows of this clip (== log_mel's T for `audio`)."""
+        return round_half_up(100 * self.duration)
+
+    def meta(self) -> dict[str, Any]:
+        """The json-able facts a sample's meta records about its decoding."""
+        return {
+            "start": self.start, "end": self.end, "requested_end": self.requested_end,
+            "duration": self.duration, "shortened": self.shortened,
+            "source_duration": self.source_duration, "fps": FPS, "num_frames": len(self.frames),
+            "sample_rate": SAMPLE_RATE, "num_samples": int(self.audio.shape[0]),
+            "has_audio": self.has_audio, "width": self.width, "height": self.height,
+            "source_width": self.source_width, "source_height": self.source_height,
+            "rotation": self.rotation, "source_fps": self.source_fps,
+            "frames_padded": self.frames_padded, "frames_dropped": self.frames_dropped,
+            "audio_padded": self.audio_padded, "audio_dropped": self.audio_dropped,
+            "ffmpeg_version": self.ffmpeg_version,
+        }
+
+
+# ---------------------------------------------------------------------------------------------------
+# The ffmpeg command
+# ---------------------------------------------------------------------------------------------------
+
+def _fps_mode_args() -> list[str]:
+    m = re.match(r"n?(\d+)\.(\d+)", ffmpeg_version())
+    if m and (int(m.group(1)), int(m.group(2))) < (5, 1):
+        return ["-vsync", "passthrough"]  # -fps_mode appeared in 5.1
+    return ["-fps_mode", "passthrough"]
+
+
+def video_graph(short_side: int, offset: float = 0.0) -> str:
+    """The -filter_complex for frames: 25 fps on the grid starting at `offset` s (input time), short
+    side -> `short_side` (display aspect kept, square pixels, even dimensions), BT.601 full range as
+    JPEG decoders assume. A side branch logs the first decoded frame's timestamp (showinfo on one
+    frame) so decode_clip can tell whether the seek landed before the clip start."""
+    s = int(short_side)
+    landscape = "gte(iw*sar,ih)"
+    w = f"if({landscape},2*round({s}*iw*sar/ih/2),{s})"
+    h = f"if({landscape},{s},2*round({s}*ih/(iw*sar)/2))"
+    # setpts: the 1/25 s grid starts at `offset`; and one tick earlier when a tick is under 0.1 ms, so
+    # that a frame starting exactly on a grid point still counts as on screen there after ffmpeg has
+    # rounded the seek offset into the stream's time base (else it can slip to the next grid point)
+    shift = f"setpts='PTS-{offset:.6f}/TB-if(lt(TB,0.0001),1,0)',"
+    return (f"[0:V:0]split=2[v][probe];[probe]trim=end_frame=1,showinfo,nullsink;"
+            f"[v]{shift}fps={FPS}:start_time=0:round=up,"
+            f"scale=w='{w}':h='{h}':flags=bilinear:out_color_matrix=bt601:out_range=full,"
+            f"setsar=1[frames]")
+
+
+def audio_filter(max_samples: int, offset: float = 0.0) -> str:
+    """Downmix to mono, resample to 16 kHz with sample 0 at `offset` s (input time; earlier samples
+    trimmed, a late start padded with silence), stop after `max_samples`."""
+    # atrim cuts the pre-roll sample-exactly (aresample's first_pts drops long pre-rolls unreliably,
+    # and counts a non-zero first_pts in input samples); aresample's first_pts=0 then only pads a
+    # stream that starts after the clip start with silence
+    shift = f"asetpts=PTS-{offset:.6f}/TB," if offset else ""
+    return (f"atrim=start={offset:.6f},{shift}aformat=sample_fmts=flt:channel_layouts=mono,"
+            f"aresample={SAMPLE_RATE}:min_comp=0.001:first_pts=0,atrim=end_sample={int(max_samples)}")
+
+
+def decode_args(path: str | os.PathLike, start: float, max_frames: int, max_samples: int, *,
+                seek: bool = True, short_side: int = 256, jpeg_quality: int = 3, threads: int = 1,
+                with_audio: bool = True, video_out: str = "pipe:1",
+                audio_out: str | ExtraOutput = ExtraOutput(0)) -> list[str | ExtraOutput]:
+    """The ffmpeg arguments (after `ffmpeg -hide_banner -nostdin -nostats`) that decode_clip runs:
+    frames as concatenated JPEGs to `video_out`, audio as raw f32le to `audio_out`. Public so a
+    benchmark can run exactly the same work with bare ffmpeg.
+
+    seek=True jumps to the keyframe before `start` (input seeking: clip 500 of a long EPIC video does
+    not decode from the file's beginning) and the filters drop the pre-roll exactly; seek=False
+    decodes from the file start and the filters drop everything before `start`."""
+    offset = 0.0 if seek else start
+    args: list[str | ExtraOutput] = []
+    if threads:
+        args += ["-filter_complex_threads", str(threads), "-filter_threads", str(threads),
+                 "-threads", str(threads)]
+    if seek and start > 0:
+        args += ["-ss", f"{start:.6f}", "-noaccurate_seek"]
+    args += ["-i", input_arg(path)]
+    args += ["-filter_complex", video_graph(short_side, offset), "-map", "[frames]",
+             *_fps_mode_args(), "-frames:v", str(int(max_frames)),
+             "-c:v", "mjpeg", "-q:v", str(int(jpeg_quality))]
+    if threads:
+        args += ["-threads", str(threads)]
+    args += ["-f", "image2pipe", video_out]
+    if with_audio:
+        args += ["-map", "0:a:0", "-af", audio_filter(max_samples, offset), "-c:a", "pcm_f32le",
+                 "-f", "f32le", audio_out]
+    return args
+
+
+_FIRST_PTS_RE = re.compile(r"showinfo.*\bn:\s*0\s+pts:\s*\S+\s+pts_time:\s*(-?\d+(?:\.\d+)?(?:e-?\d+)?)")
+
+
+def first_frame_time(stderr: str) -> float | None:
+    """Input time (s, relative to the seek point) of the first decoded video frame, from showinfo."""
+    m = _FIRST_PTS_RE.search(stderr)
+    return float(m.group(1)) if m else None
+
+
+# ---------------------------------------------------------------------------------------------------
+# JPEG stream splitting
+# ---------------------------------------------------------------------------------------------------
+
+def _jpeg_end(data: bytes, soi: int) -> int | None:
+    """Index just past the EOI of the JPEG starting at `soi`, walking its marker segments (so bytes in
+    headers or entropy-coded data that look like markers are never mistaken for one); None if cut."""
+    n = len(data)
+    i = soi + 2
+    while True:
+        if i >= n or data[i] != 0xFF:
+            return None  # cut short (or not a JPEG from here on)
+        while i < n and data[i] == 0xFF:  # fill bytes before a marker
+            i += 1
+        if i >= n:
+            return None
+        marker = data[i]
+        i += 1
+        if marker == 0xD9:  # EOI
+            return i
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # standalone markers carry no length
+            continue
+        if i + 2 > n:
+            return None
+        i += (data[i] << 8) | data[i + 1]  # segment length includes its own two bytes
+        if marker == 0xDA:  # SOS: entropy-coded data runs to the next marker other than RSTn
+            while True:
+                j = data.find(b"\xff", i)
+                if j < 0 or j + 1 >= n:
+                    return None
+                nxt = data[j + 1]
+                if nxt == 0x00 or 0xD0 <= nxt <= 0xD7:  # stuffed 0xFF, restart marker
+                    i = j + 2
+                elif nxt == 0xFF:  # fill byte; the marker follows
+                    i = j + 1
+                else:
+                    i = j
+                    break
+
+
+def split_jpegs(data: bytes) -> list[bytes]:
+    """Split ffmpeg's image2pipe mjpeg stream into one bytes object per JPEG (a cut-off last one is
+    dropped)."""
+    frames: list[bytes] = []
+    pos = 0
+    while True:
+        soi = data.find(b"\xff\xd8", pos)
+        if soi < 0:
+            return frames
+        end = _jpeg_end(data, soi)
+        if end is None:
+            return frames
+        frames.append(data[soi:end])
+        pos = end
+
+
+def jpeg_size(jpeg: bytes) -> tuple[int, int]:
+    """(width, height) from a JPEG's SOF header, without decoding it."""
+    i = 2
+    while i + 9 < len(jpeg):
+        if jpeg[i] != 0xFF:
+            break
+        marker = jpeg[i + 1]
+        if marker == 0xFF:
+            i += 1
+            continue
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # SOFn
+            return (jpeg[i + 7] << 8) | jpeg[i + 8], (jpeg[i + 5] << 8) | jpeg[i + 6]
+        i += 2 + ((jpeg[i + 2] << 8) | jpeg[i + 3])
+    raise ValueError("no SOF marker in JPEG header")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Decoding a clip
+# ---------------------------------------------------------------------------------------------------
+
+def _header_check(path: str, start: float, end: float | None, max_seconds: float, max_pixels: int):
+    """Refuse early, as soon as ffmpeg has printed the input dump (before decoding the bulk)."""
+    def check(stderr: str) -> None:
+        info = parse_info(stderr)
+        if info is None:
+            return
+        if info.video is None:
+            raise DecodeError("no_video_stream", f"{path}: no video stream ({info.format_name})")
+        w, h = info.video.width, info.video.height
+        if w and h and w * h > max_pixels:
+            raise DecodeError("too_large", f"{path}: {w}x{h} video is over the limit of "
+                                           f"{max_pixels} pixels (max_pixels)")
+        if info.duration is not None:
+            if start >= info.duration:
+                raise DecodeError("start_past_end", f"{path}: clip starts at {start:.3f} s but the "
+                                                    f"source is {info.duration:.3f} s long")
+            if end is None and info.duration - start > max_seconds:
+                raise DecodeError("too_long", f"{path}: clip from {start:.3f} s to the end is "
+                                              f"{info.duration - start:.3f} s, over max_seconds="
+                                              f"{max_seconds}")
+    return check
+
+
+def decode_clip(path: str | os.PathLike, start: float = 0.0, end: float | None = None, *,
+                short_side: int = 256, jpeg_quality: int = 3, max_seconds: float = 600.0,
+                max_pixels: int = 7680 * 4320, timeout: float = 300.0, min_seconds: float = 0.1,
+                threads: int = 1) -> DecodedClip:
+    """Decode [start, end) seconds of `path` (end=None: to the end of the source).
+
+    Frames: 25 fps, frame i = the source frame on screen at start + i/25 s (rotation applied), short
+    side resized to `short_side` keeping the display aspect (even dimensions), JPEG at ffmpeg's
+    `-q:v jpeg_quality` (2 = best .. 31 = worst). Audio: 16 kHz mono float32 (any channel layout
+    downmixed); a source without audio gives silence and has_audio=False. An end past the source end
+    shortens the clip (recorded); `threads` is ffmpeg's decoder/filter/encoder threads per clip (1 suits
+    a job that already runs one clip per core).
+
+    Raises DecodeError with reason missing_file, empty_file, unreadable, not_media, truncated,
+    no_video_stream, no_video_frames, bad_range, start_past_end, too_short, too_long, too_large,
+    timeout or ffmpeg_error.
+    """
+    path = os.fspath(path)
+    if not 2 <= int(jpeg_quality) <= 31:
+        raise ValueError(f"jpeg_quality is ffmpeg's mjpeg -q:v, 2 (best) .. 31 (worst); got {jpeg_quality}")
+    if short_side < 2 or short_side % 2:
+        raise ValueError(f"short_side must be a positive even number of pixels; got {short_side}")
+    if not (start >= 0 and math.isfinite(start)) or (end is not None and not end > start):
+        raise DecodeError("bad_range", f"{path}: clip [{start}, {end}) is empty or negative")
+    if end is not None and end - start > max_seconds:
+        raise DecodeError("too_long", f"{path}: clip of {end - start:.3f} s is over max_seconds={max_seconds}")
+    check_input(path)
+
+    # ffmpeg stops after the requested length; to the end of the file, after max_seconds (+1 frame)
+    span = (end - start) if end is not None else max_seconds + 1.0 / FPS
+    max_frames, max_samples = round_half_up(FPS * span), round_half_up(SAMPLE_RATE * span)
+    check = _header_check(path, start, end, max_seconds, max_pixels)
+    with_audio, seek = True, start > 0
+    remaining = timeout
+    while True:
+        args = decode_args(path, start, max_frames, max_samples, seek=seek, short_side=short_side,
+                           jpeg_quality=jpeg_quality, threads=threads, with_audio=with_audio)
+        run = run_ffmpeg(args, timeout=max(remaining, 0.001), header_check=check)
+        remaining -= run.wall_s
+        info = None if run.timed_out else parse_info(run.stderr)
+        if run.returncode != 0:
+            if (with_audio and run.aborted is None and info is not None and info.video is not None
+                    and info.audio is None):
+                with_audio = False  # no audio stream: ffmpeg refuses an empty output; video only
+                continue
+            if not (seek and run.aborted is None and not run.timed_out and info is not None
+                    and info.video is not None and _seek_missed(run, info, start)):
+                raise classify_failure(run, info, path)
+            # (no frame at all after the seek: mjpeg can't open without one, so ffmpeg failed)
+        if seek and _seek_missed(run, info, start):
+            # the demuxer landed after the keyframe we needed (MPEG-TS and other formats without an
+            # index seek by timestamp, not to keyframes): decode from the file start instead
+            seek = False
+            continue
+        break
+    return _assemble(path, start, end, run, info, with_audio, min_seconds, max_seconds)
+
+
+def _seek_missed(run, info: MediaInfo | None, start: float) -> bool:
+    """True when the first decoded frame came after `start` although the video stream had begun."""
+    first = first_frame_time(run.stderr)
+    lead = 0.0  # a video stream that starts after `start` legitimately has its first frame later
+    if info is not None and info.video is not None and info.video.start is not None:
+        lead = max(0.0, info.video.start - (info.start_time or 0.0) - start)
+    if first is None:  # no frame at all: missed, unless the clip is past the end
+        return info is None or info.duration is None or start < info.duration
+    return first > lead + 1e-3
+
+
+def _assemble(path: str, start: float, end: float | None, run, info: MediaInfo | None,
+              has_audio: bool, min_seconds: float, max_seconds: float) -> DecodedClip:
+    """Cap and pad ffmpeg's output to the clip's exact length, recording what was changed."""
+    frames = split_jpegs(run.stdout)
+    raw = run.extra[0] if has_audio else b""
+    audio = np.frombuffer(raw[: len(raw) // 4 * 4], dtype="<f4").astype(np.float32)  # a writable copy
+    src_dur = info.duration if info is not None else None
+    video = info.video if info is not None else None
+
+    if not frames:
+        if src_dur is not None and start >= src_dur:
+            raise DecodeError("start_past_end", f"{path}: clip starts at {start:.3f} s but the source "
+                                                f"is {src_dur:.3f} s long")
+        raise DecodeError("no_video_frames", f"{path}: ffmpeg decoded no video frames from "
+                                             f"{start:.3f} s; {run.last_line}")
+    # the real end: the requested one, cut at the source's end (unknown duration: the video's end)
+    real_end = end if end is not None else (src_dur if src_dur is not None else start + len(frames) / FPS)
+    if src_dur is not None:
+        real_end = min(real_end, src_dur)
+    elif end is not None:
+        real_end = min(real_end, start + len(frames) / FPS)
+    duration = real_end - start
+    if duration < min_seconds:
+        raise DecodeError("too_short", f"{path}: clip [{start:.3f}, {real_end:.3f}) is {duration:.3f} s "
+                                       f"(requested end {end}, source {src_dur} s), under "
+                                       f"min_seconds={min_seconds}")
+    if duration > max_seconds + 1e-6:
+        raise DecodeError("too_long", f"{path}: clip of {duration:.3f} s is over max_seconds={max_seconds}")
+    n_frames, n_samples = round_half_up(FPS * duration), round_half_up(SAMPLE_RATE * duration)
+    if "partial file" in run.stderr and len(frames) < n_frames - _TRUNCATION_SLACK_FRAMES:
+        raise DecodeError("truncated", f"{path}: the file ends early (ffmpeg: partial file); "
+                                       f"{len(frames)} of {n_frames} frames decoded")
+
+    # a stream that starts after the clip start was padded by ffmpeg (first frame repeated, silence);
+    # ffmpeg prints stream start times for some containers (MPEG-TS), and then we can record it
+    c0 = (info.start_time or 0.0) if info is not None else 0.0
+    lead_frames = lead_samples = 0
+    if video is not None and video.start is not None:
+        lead_frames = min(n_frames, max(0, math.ceil((video.start - c0 - start) * FPS - 1e-6)))
+    if has_audio and info.audio is not None and info.audio.start is not None:
+        lead_samples = min(n_samples, max(0, round_half_up((info.audio.start - c0 - start) * SAMPLE_RATE)))
+
+    frames_dropped = max(0, len(frames) - n_frames)
+    frames_padded = max(0, n_frames - len(frames))
+    frames = frames[:n_frames] + [frames[-1]] * frames_padded
+    if has_audio:
+        audio_dropped = max(0, audio.shape[0] - n_samples)
+        audio_padded = max(0, n_samples - audio.shape[0])
+        if audio_padded:
+            audio = np.concatenate([audio, np.zeros(audio_padded, np.float32)])
+        audio = audio[:n_samples]
+    else:
+        audio_dropped = audio_padded = lead_samples = 0
+        audio = np.zeros(n_samples, np.float32)
+    width, height = jpeg_size(frames[0])
+    sw, sh = video.display_size if video is not None else (None, None)
+    return DecodedClip(
+        frames=frames, audio=audio, has_audio=has_audio, start=float(start), end=float(real_end),
+        requested_end=None if end is None else float(end), source_duration=src_dur,
+        width=width, height=height, source_width=sw, source_height=sh,
+        rotation=video.rotation if video is not None else 0,
+        source_fps=video.fps if video is not None else None,
+        frames_padded=frames_padded + lead_frames, frames_dropped=frames_dropped,
+        audio_padded=audio_padded + lead_samples, audio_dropped=audio_dropped,
+        ffmpeg_version=ffmpeg_version())

