@@ -154,9 +154,10 @@ HEADER = f"{'fusion':<16} {'L_f':>4} {'params (M)':>11} {'GFLOPs XLA':>11} {'GFL
 
 
 def format_row(row: FlopsRow) -> str:
-    xla = f"{row.xla_gflops:11.1f}" if row.xla_gflops is not None else f"{'-':>11}"
+    # 4 significant digits: B/16 reads 435.3, the tiny test model 0.001234.
+    xla = f"{row.xla_gflops:11.4g}" if row.xla_gflops is not None else f"{'-':>11}"
     ratio = f"{row.xla_gflops / row.analytic_gflops:13.3f}" if row.xla_gflops is not None else f"{'-':>13}"
-    return f"{row.fusion:<16} {row.fusion_layer:>4} {row.params / 1e6:11.2f} {xla} {row.analytic_gflops:16.1f} {ratio}"
+    return f"{row.fusion:<16} {row.fusion_layer:>4} {row.params / 1e6:11.2f} {xla} {row.analytic_gflops:16.4g} {ratio}"
 
 
 def format_table(rows: Iterable[FlopsRow]) -> str:

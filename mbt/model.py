@@ -16,6 +16,7 @@ prediction is the mean of the per-modality logits.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
 import flax.linen as nn
@@ -108,7 +109,12 @@ def dummy_inputs(config: ModelConfig, batch_size: int = 1) -> dict[str, Array]:
 def init_params(config: ModelConfig, rng: Array | int = 0) -> dict:
     """Freshly initialised float32 parameters ({'params': ...} variables) for `config`."""
     rng = jax.random.key(rng) if isinstance(rng, int) else rng
-    return jax.jit(lambda r: MBT(config).init(r, dummy_inputs(config)))(rng)
+    return _init(config, rng)
+
+
+@functools.partial(jax.jit, static_argnums=0)  # configs are frozen, hence hashable: one compile each
+def _init(config: ModelConfig, rng: Array) -> dict:
+    return MBT(config).init(rng, dummy_inputs(config))
 
 
 def param_shapes(config: ModelConfig) -> dict:

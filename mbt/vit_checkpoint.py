@@ -59,7 +59,7 @@ def init_from_vit(
     names = _BLOCK_NAMES["2020" if any("MultiHeadDotProductAttention_1" in k for k in ckpt) else "new"]
 
     flat = _flatten(params)
-    missing, mismatched, out = [], [], {}
+    missing, mismatched, out = [], {}, {}  # checkpoint key -> why, each reported once
     for path, value in flat.items():
         rule = _rule(path, names, config)
         if rule is None:  # head, bottleneck: keep their fresh initialisation
@@ -74,19 +74,19 @@ def init_from_vit(
         try:
             new = np.asarray(transform(ckpt), dtype=np.float32)
         except ValueError as e:
-            mismatched.append(f"{key} ({e})")
+            mismatched.setdefault(key, f"{key} ({e})")
             continue
         if new.shape != tuple(value.shape):
-            mismatched.append(f"{key}: checkpoint gives {new.shape}, model {path} needs {tuple(value.shape)}")
+            mismatched.setdefault(key, f"{key}: checkpoint gives {new.shape}, {path} needs {tuple(value.shape)}")
             continue
         out[path] = new.astype(value.dtype)
     if missing or mismatched:
         lines = [f"ViT checkpoint {source} does not fit this model ({config.variant}, depth {config.num_layers}, "
                  f"width {config.hidden_size}):"]  # fmt: skip
         if missing:
-            lines.append(f"missing keys ({len(missing)}): " + _listing(missing))
+            lines.append(f"missing keys ({len(missing)}): " + _listing(sorted(missing)))
         if mismatched:
-            lines.append(f"mismatched keys ({len(mismatched)}): " + _listing(mismatched))
+            lines.append(f"mismatched keys ({len(mismatched)}): " + _listing([mismatched[k] for k in sorted(mismatched)]))
         lines.append("use a ViT checkpoint of the same variant (depth >= the model's) or change --model.variant")
         raise MBTError("\n".join(lines))
     return _unflatten(out)

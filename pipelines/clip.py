@@ -7,7 +7,7 @@ from pipelines.decode import decode_clip
 from pipelines.ffmpeg import DecodeError
 from pipelines.logmel import log_mel
 from pipelines.manifests import ClipSpec
-from shards.schema import FPS, Sample
+from shards.schema import Sample
 
 __all__ = ["DecodeError", "build_sample"]
 
@@ -18,16 +18,7 @@ def build_sample(spec: ClipSpec, label_ids: list[int], cfg: IngestConfig) -> Sam
                        jpeg_quality=cfg.jpeg_quality, max_seconds=cfg.max_seconds,
                        max_pixels=cfg.max_pixels, timeout=cfg.timeout, min_seconds=cfg.min_seconds)
     melspec = log_mel(clip.audio, cfg.mel)
-    meta = {
-        "source": spec.path, "video_id": spec.video_id, "row": spec.row,
-        "start": clip.start, "end": clip.end, "requested_end": clip.requested_end,
-        "source_duration": clip.source_duration, "fps": FPS, "num_frames": len(clip.frames),
-        "width": clip.width, "height": clip.height, "source_width": clip.source_width,
-        "source_height": clip.source_height, "source_fps": clip.source_fps, "rotation": clip.rotation,
-        "has_audio": clip.has_audio, "sample_rate": cfg.mel.sample_rate, "mel": cfg.mel.to_dict(),
-        "frames_padded": clip.frames_padded, "frames_dropped": clip.frames_dropped,
-        "audio_padded": clip.audio_padded, "audio_dropped": clip.audio_dropped,
-        "ffmpeg": clip.ffmpeg_version,
-    }
+    meta = {"source": spec.path, "video_id": spec.video_id, "row": spec.row, **clip.meta(),
+            "mel": cfg.mel.to_dict()}
     return Sample(key=spec.key, frames=clip.frames, melspec=melspec, labels=list(label_ids),
                   label_text=list(spec.labels), meta=meta, verb=spec.verb, noun=spec.noun).validate()

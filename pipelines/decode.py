@@ -1,20 +1,26 @@
 """Decode one clip [start, end) of a video into 25 fps JPEG frames and 16 kHz mono float32 audio.
 
-One ffmpeg process per clip produces both streams: JPEGs come straight out of ffmpeg's mjpeg encoder on
-stdout (no decode -> numpy -> encode round trip in Python) and the audio as raw float32 on a second
-pipe. One process beat two (video-only + audio-only) on CPU time: the container is opened, probed,
-seeked and demuxed once; see `python -m pipelines.decode --compare` (numbers in the module's notes
-at the bottom).
+One ffmpeg process per clip produces both streams: JPEGs straight out of ffmpeg's mjpeg encoder on
+stdout (no decode -> numpy -> encode round trip in Python), the audio as raw float32 on a second
+pipe, and on stderr the input dump that tells us the source's duration, streams and rotation (no
+separate probe). Measured on this 2-core machine, 720p h264 + 5.1 AAC, one thread per clip: one
+process with two outputs costs ~5-7% less CPU than a video process plus an audio process (the file
+is opened, probed, seeked and demuxed once), and decode_clip costs ~2-4% more than bare ffmpeg
+running the same arguments (`decode_args`), mostly splitting the JPEG stream.
 
 The timeline (DESIGN.md, "One timeline"): times count from the container's first timestamp (what
 `ffmpeg -ss` means). Frame i is the source frame on screen at start + i/25 s: the fps filter rounds
-input timestamps *up* to the 1/25 s grid and keeps, for each tick, the last frame at or before it.
-For that to hold at frame 0 too we seek with `-noaccurate_seek` (ffmpeg's accurate seek would drop
-the frame that started just before `start` and is still on screen) and let `fps=...:start_time=0`
-drop the pre-roll itself. Audio sample k is at start + k/16000 s: `aresample=first_pts=0` trims the
-pre-roll and pads a late-starting audio stream with silence. A clip of d seconds then has exactly
-round(25 d) frames and round(16000 d) samples: ffmpeg's own counts differ by a frame or a few
-hundred samples across sources and builds, so we cap and pad explicitly and record both.
+input timestamps *up* to the 1/25 s grid and keeps, for each grid point, the last frame at or before
+it. For that to hold at frame 0 too we seek with `-noaccurate_seek` (ffmpeg's accurate seek drops the
+frame that started just before `start` and is still on screen) and the filters drop the pre-roll
+themselves. Audio sample k is at start + k/16000 s: atrim cuts the pre-roll, aresample's first_pts=0
+pads a late-starting audio stream with silence. Input seeking lands on the keyframe before `start` in
+indexed containers (MP4/MOV, MKV), so clip 500 of an hour-long EPIC video does not decode from the
+file's start; containers without an index (MPEG-TS) can land after the keyframe needed, which a
+one-frame showinfo probe detects, and then the clip is decoded from the file start instead
+(`decoded_from_start`). A clip of d seconds has exactly round(25 d) frames and round(16000 d)
+samples (halves up): ffmpeg's own counts differ by a frame or a few hundred samples across sources
+and builds, so we cap and pad (repeat the last frame, append silence) and record both.
 """
 
 from __future__ import annotations
@@ -58,13 +64,14 @@ class DecodedClip:
     height: int
     source_width: int | None  # as displayed, i.e. after rotation
     source_height: int | None
-    rotation: int  # degrees counter-clockwise the source asks to be rotated (already applied)
+    rotation: int  # degrees clockwise the source asks to be rotated for display (already applied)
     source_fps: float | None
     frames_padded: int  # frames that repeat a neighbour because the video started late / ended early
     frames_dropped: int  # frames ffmpeg gave beyond round(25 * duration)
     audio_padded: int  # zero samples added (audio started late / ended early)
     audio_dropped: int  # samples ffmpeg gave beyond round(16000 * duration)
     ffmpeg_version: str
+    decoded_from_start: bool = False  # input seeking missed (e.g. MPEG-TS): decoded from the file start
 
     @property
     def duration(self) -> float:
@@ -92,7 +99,7 @@ class DecodedClip:
             "rotation": self.rotation, "source_fps": self.source_fps,
             "frames_padded": self.frames_padded, "frames_dropped": self.frames_dropped,
             "audio_padded": self.audio_padded, "audio_dropped": self.audio_dropped,
-            "ffmpeg_version": self.ffmpeg_version,
+            "ffmpeg_version": self.ffmpeg_version, "decoded_from_start": self.decoded_from_start,
         }
 
 
@@ -315,23 +322,29 @@ def decode_clip(path: str | os.PathLike, start: float = 0.0, end: float | None =
                            jpeg_quality=jpeg_quality, threads=threads, with_audio=with_audio)
         run = run_ffmpeg(args, timeout=max(remaining, 0.001), header_check=check)
         remaining -= run.wall_s
-        info = None if run.timed_out else parse_info(run.stderr)
-        if run.returncode != 0:
-            if (with_audio and run.aborted is None and info is not None and info.video is not None
-                    and info.audio is None):
-                with_audio = False  # no audio stream: ffmpeg refuses an empty output; video only
-                continue
-            if not (seek and run.aborted is None and not run.timed_out and info is not None
-                    and info.video is not None and _seek_missed(run, info, start)):
-                raise classify_failure(run, info, path)
-            # (no frame at all after the seek: mjpeg can't open without one, so ffmpeg failed)
+        if run.aborted is not None or run.timed_out:
+            raise classify_failure(run, None, path)
+        info = parse_info(run.stderr)
+        if info is None or info.video is None:
+            raise classify_failure(run, info, path)
+        if run.returncode != 0 and with_audio and info.audio is None:
+            with_audio = False  # no audio stream: ffmpeg refuses an empty output, so video only
+            continue
         if seek and _seek_missed(run, info, start):
             # the demuxer landed after the keyframe we needed (MPEG-TS and other formats without an
-            # index seek by timestamp, not to keyframes): decode from the file start instead
+            # index seek by timestamp, not to a keyframe): decode from the file start instead.
+            # (With no frame at all, ffmpeg also failed: mjpeg can't open without a first frame.)
             seek = False
             continue
+        if run.returncode != 0:
+            if first_frame_time(run.stderr) is None and start < (info.duration or math.inf):
+                raise DecodeError("no_video_frames", f"{path}: no video frame decoded from "
+                                                     f"{start:.3f} s on; {run.last_line}")
+            raise classify_failure(run, info, path)
         break
-    return _assemble(path, start, end, run, info, with_audio, min_seconds, max_seconds)
+    clip = _assemble(path, start, end, run, info, with_audio, min_seconds, max_seconds)
+    clip.decoded_from_start = start > 0 and not seek
+    return clip
 
 
 def _seek_missed(run, info: MediaInfo | None, start: float) -> bool:

@@ -162,6 +162,10 @@ def run_ffmpeg(args: Sequence[str | ExtraOutput], *, timeout: float,
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, pass_fds=[w for _, w in pipes])
+    except BaseException:
+        for r, _ in pipes:
+            os.close(r)
+        raise
     finally:
         for _, w in pipes:  # the child holds its own copies; ours must close so EOF arrives
             os.close(w)
@@ -197,10 +201,10 @@ def run_ffmpeg(args: Sequence[str | ExtraOutput], *, timeout: float,
                 if len(head) < _STDERR_HEAD:
                     head += chunk
                 else:
-                    cut = True
                     tail += chunk
                     if len(tail) > 2 * _STDERR_TAIL:
                         del tail[:-_STDERR_TAIL]
+                        cut = True
                 if not header_seen:
                     text = head.decode("utf-8", "replace")
                     if any(s in text for s in _HEADER_DONE):
@@ -212,7 +216,15 @@ def run_ffmpeg(args: Sequence[str | ExtraOutput], *, timeout: float,
                             break
             if aborted is not None:
                 break
+    except BaseException:
+        proc.kill()
+        raise
     finally:
+        if not (timed_out or aborted is not None):
+            try:  # all pipes are closed; a process that still won't exit counts as timed out
+                proc.wait(timeout=max(0.1, timeout - (time.monotonic() - t0)))
+            except subprocess.TimeoutExpired:
+                timed_out = True
         if timed_out or aborted is not None:
             proc.kill()
         proc.wait()
@@ -223,7 +235,8 @@ def run_ffmpeg(args: Sequence[str | ExtraOutput], *, timeout: float,
         sel.close()
     err = head.decode("utf-8", "replace")
     if tail:
-        err += ("\n[...]\n" if cut else "") + bytes(tail[-_STDERR_TAIL:]).decode("utf-8", "replace")
+        err += ("\n[...]\n" if cut else "") + bytes(tail[-_STDERR_TAIL:] if cut else tail).decode(
+            "utf-8", "replace")
     return FFmpegRun(
         args=argv, returncode=None if (timed_out or aborted) else proc.returncode,
         stdout=b"".join(out[out_fd]),
@@ -251,7 +264,7 @@ class VideoStreamInfo:
     width: int | None  # coded size, before rotation
     height: int | None
     fps: float | None  # average frame rate ('fps'), else the base rate ('tbr')
-    rotation: int  # degrees counter-clockwise to display it (display matrix); 0, 90, 180 or 270
+    rotation: int  # degrees clockwise to display it (as the `rotate` tag means); 0, 90, 180 or 270
     sar: float  # sample (pixel) aspect ratio; 1.0 when unknown
     start: float | None  # stream start time in seconds, when ffmpeg prints it
 
@@ -352,9 +365,9 @@ def _parse_video(desc: str, rotation_cw: float | None) -> VideoStreamInfo:
     sar = _SAR_RE.search(desc)
     sar_v = int(sar.group(1)) / int(sar.group(2)) if sar and int(sar.group(2)) and int(sar.group(1)) else 1.0
     start = _STREAM_START_RE.search(desc)
-    # rotation_cw is clockwise degrees (the legacy tag, or minus the display matrix's angle); we
-    # report the counter-clockwise angle the display matrix uses, snapped to a multiple of 90
-    rot = 0 if rotation_cw is None else int(round(-rotation_cw / 90.0)) * 90 % 360
+    # clockwise degrees, as the legacy `rotate` tag and phones mean it (a portrait phone video: 90),
+    # snapped to a multiple of 90
+    rot = 0 if rotation_cw is None else int(round(rotation_cw / 90.0)) * 90 % 360
     return VideoStreamInfo(codec=codec, width=int(size.group(1)) if size else None,
                            height=int(size.group(2)) if size else None,
                            fps=rates.get("fps", rates.get("tbr")), rotation=rot, sar=sar_v,
@@ -392,7 +405,7 @@ def classify_failure(run: FFmpegRun, info: MediaInfo | None, path: str) -> Decod
         return DecodeError("timeout", f"{path}: ffmpeg still running after the timeout; last line: {last}")
     err = run.stderr
     if info is None:
-        if "moov atom not found" in err:
+        if "moov atom not found" in err and _starts_like_mp4(path):
             return DecodeError("truncated", f"{path}: moov atom not found (an MP4 cut short, or still "
                                             f"being written); {last}")
         if "No such file or directory" in err:
@@ -407,6 +420,17 @@ def classify_failure(run: FFmpegRun, info: MediaInfo | None, path: str) -> Decod
         return DecodeError("no_video_stream", f"{path}: the input has no video stream "
                                               f"({info.format_name}); {last}")
     return DecodeError("ffmpeg_error", detail)
+
+
+def _starts_like_mp4(path: str) -> bool:
+    """An ISO-BMFF 'ftyp' box at the start: a real MP4/MOV (so a missing moov means it was cut)."""
+    if is_url(path):
+        return False
+    try:
+        with open(path, "rb") as f:
+            return f.read(12)[4:8] == b"ftyp"
+    except OSError:
+        return False
 
 
 def probe(path: str | os.PathLike, *, timeout: float = 30.0) -> MediaInfo:

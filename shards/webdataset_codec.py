@@ -223,7 +223,12 @@ class TarSample(LazySample):
         super().__init__(shard, index)
         self._key, self._members = key, members
 
+    @property
+    def key(self) -> str:
+        return self._key  # known from the member names: no JSON parse, and named even when incomplete
+
     def _header(self) -> dict[str, Any]:
+        self._check_complete()
         try:
             h = json.loads(self._members["json"])
         except (ValueError, RecursionError) as e:
@@ -253,6 +258,7 @@ class TarSample(LazySample):
         return self._members["mjpeg"][self._offsets[i]:self._offsets[i] + self._lengths[i]]
 
     def _melspec(self) -> np.ndarray:
+        self._check_complete()
         try:
             mel = np.load(io.BytesIO(self._members["mel.npy"]), allow_pickle=False)
         except (ValueError, OSError, EOFError) as e:  # object arrays land here: never unpickled
@@ -262,6 +268,13 @@ class TarSample(LazySample):
             raise self.error(f"{self._key}.mel.npy must be float32 [T, {NUM_MEL_BINS}], got "
                              f"{getattr(mel, 'dtype', type(mel))} {getattr(mel, 'shape', '')}")
         return mel.astype(np.float32, copy=False)
+
+
+    def _check_complete(self) -> None:
+        # Only iter_webdataset(strict=False) yields incomplete samples; they fail here, one at a time.
+        missing = [f"{self._key}.{s}" for s in SUFFIXES if s not in self._members]
+        if missing:
+            raise self.error(f"sample {self._key} is missing {', '.join(missing)}")
 
 
 def _ints(xs: object) -> bool:
@@ -278,14 +291,21 @@ def _tiles(offsets: list[int], lengths: list[int], total: int) -> bool:
     return len(offsets) == len(lengths) and pos == total
 
 
-def iter_webdataset(fileobj: BinaryIO, shard: str) -> Iterator[TarSample]:
-    """The samples of a tar shard, in order, as lazily decoded TarSamples; ShardError on anything amiss."""
+def iter_webdataset(fileobj: BinaryIO, shard: str, strict: bool = True) -> Iterator[TarSample]:
+    """The samples of a tar shard, in order, as lazily decoded TarSamples; ShardError on anything amiss.
+
+    strict=False (the training input's choice) yields a sample that lacks a member instead of raising,
+    so the rest of the shard stays readable; reading its fields then raises ShardError naming it.
+    """
     key, members, seen, index = None, {}, set(), 0
     for name, data in iter_tar_members(fileobj, shard):
         k, suffix = check_member_name(name, shard)
         if k != key:
             if members:
-                _incomplete(shard, key, members)
+                if strict:
+                    _incomplete(shard, key, members)
+                yield TarSample(shard, index, key, members)
+                index += 1
             if k in seen:
                 raise ShardError(f"shard {shard}: sample {k} appears twice (member {name!r}); {_FIX}")
             key, members = k, {}
@@ -297,7 +317,9 @@ def iter_webdataset(fileobj: BinaryIO, shard: str) -> Iterator[TarSample]:
             yield TarSample(shard, index, key, members)
             key, members, index = None, {}, index + 1
     if members:
-        _incomplete(shard, key, members)
+        if strict:
+            _incomplete(shard, key, members)
+        yield TarSample(shard, index, key, members)
 
 
 def _incomplete(shard: str, key: str | None, members: dict[str, bytes]) -> None:

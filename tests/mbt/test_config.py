@@ -1,0 +1,103 @@
+"""ModelConfig: the variant table, presets, validation and command-line overrides."""
+
+import dataclasses
+
+import pytest
+
+from mbt.config import PRESETS, VARIANTS, MBTError, ModelConfig, apply_overrides, get_preset, tiny
+
+
+def test_variant_table_resolves_vit_sizes():
+    b16 = ModelConfig(variant="B/16")
+    assert (b16.num_layers, b16.hidden_size, b16.heads, b16.mlp_size, b16.patch_size) == (12, 768, 12, 3072, 16)
+    assert VARIANTS["L/16"] == (24, 1024, 16, 4096)
+    small = ModelConfig(variant="S/16", depth=2, fusion_layer=1)
+    assert (small.num_layers, small.hidden_size) == (2, 384)
+
+
+def test_token_geometry_of_the_paper_setting():
+    cfg = ModelConfig()  # 8 frames of 224x224, 8 s of spectrogram
+    assert cfg.rgb_grid == (8, 14, 14)
+    assert cfg.spectrogram_grid == (50, 8)
+    assert cfg.num_tokens("rgb") == 8 * 196 + 1
+    assert cfg.num_tokens("spectrogram") == 400 + 1
+    tubelets = dataclasses.replace(cfg, rgb_tokenizer="tubelet", classifier="gap")
+    assert tubelets.num_tokens("rgb") == 4 * 196
+    assert cfg.input_shapes(3) == {"rgb": (3, 8, 224, 224, 3), "spectrogram": (3, 800, 128)}
+
+
+def test_every_preset_builds_and_says_what_it_is():
+    for name, make in PRESETS.items():
+        cfg = get_preset(name)
+        assert cfg == make() and make.__doc__
+    assert get_preset("mbt_base_epic").head == "verb_noun"
+    assert get_preset("mbt_base_audioset").variant == "B/16"
+    with pytest.raises(MBTError, match="mbt_base_audioset"):
+        get_preset("mbt_base")
+
+
+def test_fused_layers_follows_strategy_and_modalities():
+    cfg = ModelConfig(fusion_layer=8)
+    assert cfg.fused_layers == 4
+    assert dataclasses.replace(cfg, fusion="none").fused_layers == 0
+    assert dataclasses.replace(cfg, fusion_layer=12).fused_layers == 0
+    assert dataclasses.replace(cfg, modalities=("rgb",)).fused_layers == 0
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"fusion": "early"}, "bottleneck"),
+        ({"fusion_layer": 13}, "0..12"),
+        ({"modalities": ("rgb", "audio")}, "spectrogram"),
+        ({"modalities": ()}, "one or both"),
+        ({"classifier": "cls"}, "gap"),
+        ({"head": "softmax"}, "multiclass"),
+        ({"rgb_tokenizer": "tubelet", "num_frames": 7}, "tubelet_frames"),
+        ({"image_size": 200}, "patch size"),
+        ({"spectrogram_frames": 810}, "patch size"),
+        ({"width": 100, "num_heads": 12}, "divisible"),
+        ({"dropout": 1.0}, r"\[0, 1\)"),
+        ({"variant": "B/32"}, "B/16"),
+        ({"dtype": "float16"}, "bfloat16"),
+    ],
+)
+def test_invalid_configs_say_what_is_wrong(changes, message):
+    with pytest.raises(MBTError, match=message):
+        dataclasses.replace(ModelConfig(), **changes)
+
+
+def test_modalities_are_put_in_canonical_order():
+    assert ModelConfig(modalities=["spectrogram", "rgb"]).modalities == ("rgb", "spectrogram")
+
+
+def test_overrides_are_typed_by_the_field():
+    cfg = apply_overrides(
+        tiny(),
+        ["fusion_layer=2", "model.share_encoder=true", "modalities=spectrogram, rgb", "dropout=0.1",
+         "depth=None", "fusion=cross_attention"],
+    )  # fmt: skip
+    assert cfg.fusion_layer == 2 and cfg.share_encoder is True and cfg.dropout == 0.1
+    assert cfg.modalities == ("rgb", "spectrogram") and cfg.depth is None and cfg.num_layers == 12
+    assert cfg.fusion == "cross_attention"
+
+
+def test_override_errors_list_valid_fields():
+    with pytest.raises(MBTError, match="valid fields: variant, depth, width") as e:
+        apply_overrides(tiny(), ["fusion_layers=4"])
+    assert "fusion_layer" in str(e.value)
+    with pytest.raises(MBTError, match="not a valid int"):
+        apply_overrides(tiny(), ["fusion_layer=four"])
+    with pytest.raises(MBTError, match="boolean"):
+        apply_overrides(tiny(), ["share_encoder=maybe"])
+    with pytest.raises(MBTError, match="field=value"):
+        apply_overrides(tiny(), ["fusion_layer"])
+    with pytest.raises(MBTError, match=r"0\.\.2"):  # validation still runs after an override
+        apply_overrides(tiny(), ["fusion_layer=3"])
+
+
+def test_configs_are_frozen_and_hashable():
+    cfg = tiny()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.fusion_layer = 0  # type: ignore[misc]
+    assert hash(cfg) == hash(tiny())

@@ -1,0 +1,197 @@
+"""The MBT model on tiny configs: shapes, finiteness, information flow between modalities, eval mode."""
+
+import dataclasses
+import itertools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mbt.config import CLASSIFIERS, FUSIONS, HEADS, RGB_TOKENIZERS, MBTError, ModelConfig, tiny
+from mbt.flops import analytic_params
+from mbt.fusion import FuseBottlenecks
+from mbt.model import MBT, count_params, init_params, param_shapes
+
+
+def _expected_logit_shapes(cfg, batch):
+    if cfg.head == "verb_noun":
+        return {"verb": (batch, cfg.num_verb_classes), "noun": (batch, cfg.num_noun_classes)}
+    return (batch, cfg.num_classes)
+
+
+def _shape_tree(tree):
+    return jax.tree.map(lambda x: tuple(x.shape), tree)
+
+
+@pytest.mark.slow
+def test_every_combination_traces_to_the_right_shapes():
+    """All fusion x classifier x head x tokenizer x dtype combinations (96), by jax.eval_shape.
+
+    One fused layer is enough for shapes (and keeps the 96 traces short); the mix of separate and
+    fused layers runs for real below.
+    """
+    batch = 3
+    for fusion, classifier, head, tokenizer in itertools.product(FUSIONS, CLASSIFIERS, HEADS, RGB_TOKENIZERS):
+        cfg = dataclasses.replace(
+            tiny(), depth=1, fusion_layer=0, fusion=fusion, classifier=classifier, head=head,
+            rgb_tokenizer=tokenizer, num_verb_classes=3, num_noun_classes=4,
+        )  # fmt: skip
+        variables = param_shapes(cfg)
+        for dtype in ("float32", "bfloat16"):
+            c = dataclasses.replace(cfg, dtype=dtype)
+            inputs = {m: jax.ShapeDtypeStruct(s, jnp.float32) for m, s in c.input_shapes(batch).items()}
+            logits, inter = jax.eval_shape(lambda v, x: MBT(c).apply(v, x), variables, inputs)
+            want = _expected_logit_shapes(c, batch)
+            assert _shape_tree(logits) == want, c
+            assert _shape_tree(inter["logits"]) == {m: want for m in c.modalities}
+            assert _shape_tree(inter["pre_logits"]) == {m: (batch, c.hidden_size) for m in c.modalities}
+            assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(logits))
+
+
+# Each fusion strategy runs for real in float32 and bfloat16; classifier, head, tokenizer and
+# share_encoder rotate so that each of their values also meets both dtypes.
+_RUNS = [
+    (fusion, dtype, CLASSIFIERS[(i + d) % 2], HEADS[(i + 2 * d) % 3], RGB_TOKENIZERS[(i // 2 + d) % 2], i // 2 != d)
+    for i, fusion in enumerate(FUSIONS)
+    for d, dtype in enumerate(("float32", "bfloat16"))
+]
+
+
+@pytest.mark.parametrize("fusion, dtype, classifier, head, tokenizer, share", _RUNS)
+def test_forward_is_finite(fusion, dtype, classifier, head, tokenizer, share, random_variables, random_inputs, fast_jit):
+    cfg = dataclasses.replace(
+        tiny(), fusion=fusion, dtype=dtype, classifier=classifier, head=head, rgb_tokenizer=tokenizer,
+        share_encoder=share, num_verb_classes=3, num_noun_classes=4,
+    )  # fmt: skip
+    logits, inter = fast_jit(lambda v, x: MBT(cfg).apply(v, x))(random_variables(cfg), random_inputs(cfg, 2))
+    assert _shape_tree(logits) == _expected_logit_shapes(cfg, 2)
+    for x in jax.tree.leaves((logits, inter)):
+        assert np.all(np.isfinite(np.asarray(x, np.float32)))
+    # The prediction is the mean of the per-modality logits.
+    mean = jax.tree.map(lambda a, b: (a + b) / 2, inter["logits"]["rgb"], inter["logits"]["spectrogram"])
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), logits, mean)
+
+
+@pytest.mark.parametrize("modality", ["rgb", "spectrogram"])
+def test_single_modality_models(modality, random_variables, random_inputs, fast_jit):
+    cfg = dataclasses.replace(tiny(), modalities=(modality,))
+    variables = random_variables(cfg)
+    assert set(variables["params"]) == {f"{modality}_tokenizer", "encoder", "head"}
+    assert "bottleneck" not in variables["params"]["encoder"]  # nothing to fuse with
+    logits, inter = fast_jit(lambda v, x: MBT(cfg).apply(v, x))(variables, random_inputs(cfg))
+    np.testing.assert_array_equal(logits, inter["logits"][modality])
+
+
+def test_init_params_is_deterministic_and_float32():
+    cfg = dataclasses.replace(tiny(), dtype="bfloat16")
+    a, b = init_params(cfg, 0), init_params(cfg, 0)
+    jax.tree.map(np.testing.assert_array_equal, a, b)
+    assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(a))
+    bottleneck = np.asarray(a["params"]["encoder"]["bottleneck"])
+    assert bottleneck.shape == (1, cfg.num_bottlenecks, cfg.hidden_size)
+    assert 0.0 < bottleneck.std() < 0.05  # N(0, 0.02)
+    assert not np.any(a["params"]["head"]["kernel"])  # zero-initialised head
+
+
+def _with_random_head(variables, seed=3):
+    """Heads start at zero; give them values so that logits depend on the encoder."""
+    rs = np.random.RandomState(seed)
+    params = dict(variables["params"])
+    params["head"] = {k: rs.normal(size=v.shape).astype(np.float32) for k, v in params["head"].items()}
+    return {"params": params}
+
+
+def _rgb_logit_grad_wrt_spectrogram(cfg, variables, inputs, jit):
+    def rgb_logits(spec):
+        return MBT(cfg).apply(variables, {**inputs, "spectrogram": spec})[1]["logits"]["rgb"].sum()
+
+    return np.asarray(jit(jax.grad(rgb_logits))(inputs["spectrogram"]))
+
+
+@pytest.mark.parametrize(
+    "fusion, fusion_layer, flows",
+    [
+        ("bottleneck", 2, False),  # L_f = L: late fusion, RGB never sees the spectrogram
+        # Through the bottlenecks it takes two fused layers: spectrogram -> z_fsn in one, z_fsn -> RGB in
+        # the next. (With L_f = L - 1 the last z_fsn update reaches nobody.)
+        ("bottleneck", 0, True),
+        ("self_attention", 1, True),
+        ("cross_attention", 1, True),
+    ],
+)
+def test_rgb_logits_depend_on_spectrogram_only_when_fused(
+    fusion, fusion_layer, flows, random_variables, random_inputs, fast_jit
+):
+    cfg = dataclasses.replace(tiny(), fusion=fusion, fusion_layer=fusion_layer)
+    grad = _rgb_logit_grad_wrt_spectrogram(cfg, random_variables(cfg), random_inputs(cfg), fast_jit)
+    if flows:
+        assert np.abs(grad).max() > 1e-6
+    else:
+        assert not np.any(grad)  # exactly zero, not merely small
+
+
+def test_bottleneck_is_the_only_path_between_modalities(random_variables, random_inputs, fast_jit):
+    """Change the spectrogram but hold every bottleneck update fixed: the RGB stream must not move."""
+    cfg = dataclasses.replace(tiny(), fusion="bottleneck", fusion_layer=0)  # every layer fused
+    variables = _with_random_head(random_variables(cfg))
+    inputs = random_inputs(cfg)
+    other = {**inputs, "spectrogram": random_inputs(cfg, seed=7)["spectrogram"]}
+
+    def run(v, x, fixed):
+        seen = {}
+
+        def hold_fixed(next_fun, args, kwargs, context):
+            out = next_fun(*args, **kwargs)
+            if isinstance(context.module, FuseBottlenecks):
+                seen[context.module.name] = out
+                return fixed[context.module.name] if fixed else out
+            return out
+
+        with nn.intercept_methods(hold_fixed):
+            _, inter = MBT(cfg).apply(v, x)
+        return inter, seen
+
+    run = fast_jit(run)
+    base, fused = run(variables, inputs, None)
+    assert sorted(fused) == ["fuse_0", "fuse_1"]
+    moved, _ = run(variables, other, None)
+    held, _ = run(variables, other, fused)
+    rgb = lambda inter: np.asarray(inter["logits"]["rgb"])  # noqa: E731
+    assert np.abs(rgb(moved) - rgb(base)).max() > 1e-4  # the spectrogram does reach RGB ...
+    np.testing.assert_allclose(rgb(held), rgb(base), rtol=0, atol=1e-6)  # ... only through the bottlenecks
+    np.testing.assert_allclose(held["pre_logits"]["rgb"], base["pre_logits"]["rgb"], rtol=0, atol=1e-6)
+
+
+def test_dropout_and_stochastic_depth_are_off_in_eval(random_variables, random_inputs, fast_jit):
+    cfg = dataclasses.replace(tiny(), dropout=0.3, attention_dropout=0.3, stochastic_depth=0.5)
+    variables, inputs = _with_random_head(random_variables(cfg)), random_inputs(cfg)
+    apply = fast_jit(lambda v, x, key, train: MBT(cfg).apply(v, x, train=train, rngs={"dropout": key})[0],
+                     static_argnums=3)  # fmt: skip
+    k1, k2 = jax.random.key(1), jax.random.key(2)
+    np.testing.assert_array_equal(apply(variables, inputs, k1, False), apply(variables, inputs, k2, False))
+    assert np.abs(apply(variables, inputs, k1, True) - apply(variables, inputs, k2, True)).max() > 1e-4
+
+
+def test_wrong_input_shapes_name_the_modality():
+    cfg = tiny()
+    variables = param_shapes(cfg)
+    bad = {"rgb": jnp.zeros((1, 3, 32, 32, 3)), "spectrogram": jnp.zeros((1, 64, 128))}
+    with pytest.raises(MBTError, match=r"input 'rgb' has shape \(1, 3, 32, 32, 3\).*num_frames"):
+        jax.eval_shape(lambda v: MBT(cfg).apply(v, bad), variables)
+    with pytest.raises(MBTError, match="lack.*spectrogram"):
+        jax.eval_shape(lambda v: MBT(cfg).apply(v, {"rgb": bad["rgb"]}), variables)
+
+
+def test_b16_parameter_counts():
+    """Two-stream ViT-B/16 MBT matches the analytic count; a shared encoder has about half of it."""
+    two_stream = ModelConfig(variant="B/16")  # 8 frames + 8 s, bottleneck L_f = 8, 527 classes
+    shared = dataclasses.replace(two_stream, share_encoder=True)
+    n_two, n_shared = count_params(param_shapes(two_stream)), count_params(param_shapes(shared))
+    assert n_two == analytic_params(two_stream) == 172_822_799
+    assert n_shared == analytic_params(shared) == 87_766_799
+    assert 0.45 < n_shared / n_two < 0.55
+    # The encoder alone is exactly twice as big in the two-stream model.
+    blocks = lambda cfg: count_params(param_shapes(cfg)["params"]["encoder"])  # noqa: E731
+    assert blocks(two_stream) - 768 * 4 == 2 * (blocks(shared) - 768 * 4)
