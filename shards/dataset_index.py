@@ -1,10 +1,13 @@
 """A dataset on disk: SPLIT.index.json (written last by the ingestion job) and the files it lists.
 
-Local paths are opened directly; URLs (gs://, s3://, ...) through `tf.io.gfile`, imported only then.
+Local paths are opened directly; URLs through fsspec when it knows the protocol and its backend is
+installed (s3fs, gcsfs, memory://, http://), else through `tf.io.gfile` (gs:// out of the box);
+both are imported only then.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from typing import IO, Any
@@ -19,12 +22,31 @@ def is_url(path: str) -> bool:
 
 
 def open_path(path: str, mode: str = "rb") -> IO:
-    """Open a local path or a URL that TensorFlow's file systems know (gs://, s3://, hdfs://)."""
+    """Open a local path or a URL (fsspec's file systems, else TensorFlow's: gs://, hdfs://)."""
     if is_url(path):
+        fs = url_filesystem(path)
+        if fs is not None:
+            return fs.open(path, mode)
         import tensorflow as tf
 
         return tf.io.gfile.GFile(path, mode)
     return open(path, mode)
+
+
+def url_filesystem(url: str):
+    """The fsspec file system of a URL, or None where tf.io.gfile is to handle it (e.g. gs:// without
+    gcsfs installed)."""
+    return _fsspec_for(url.split("://", 1)[0])
+
+
+@functools.lru_cache(maxsize=None)
+def _fsspec_for(protocol: str):
+    try:
+        import fsspec
+
+        return fsspec.filesystem(protocol)
+    except (ImportError, ValueError):
+        return None
 
 
 def join(folder: str, name: str) -> str:

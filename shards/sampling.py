@@ -109,7 +109,7 @@ def sample_windows(samples: Iterable[dict], *, cfg: "InputConfig", training: boo
     """Stage: {"lazy": LazySample, "__ref__", ...} -> one example per window, frames still JPEG.
 
     Out: `jpegs` (F JPEG byte strings), `frame_indices`, `frames_padded`, `spectrogram` (raw log-mel
-    [100 t, 128]), `spec_padded`, `labels`, `verb`, `noun`, `window`, plus `__key__`/`__shard__`/
+    [100 t, 128]), `spec_padded`, `labels`, `verb`, `noun`, `window`, `num_windows`, `__key__`/`__shard__`/
     `__ref__`/`epoch`. Training draws the window from (seed, epoch, key) alone, so it does not depend
     on which worker reads the sample or in what order.
     """
@@ -139,7 +139,7 @@ def sample_windows(samples: Iterable[dict], *, cfg: "InputConfig", training: boo
             yield {**example, "jpegs": [by_index[j] for j in w.frames], "frame_indices": w.frames,
                    "frames_padded": w.frames_padded, "spectrogram": cut_spectrogram(mel, w),
                    "spec_padded": w.spec_padded, "labels": labels, "verb": verb, "noun": noun,
-                   "window": i}
+                   "window": i, "num_windows": len(cut)}
 
 
 def decode_jpeg(data: bytes) -> np.ndarray:

@@ -93,13 +93,8 @@ def open_shard(path: str) -> BinaryIO:
             return open(path, "rb")
         except OSError as e:
             raise ShardError(f"cannot open shard {path}: {e.strerror or e}; check the path") from None
-    fs = _fsspec(path)
     try:
-        if fs is not None:
-            return fs.open(path, "rb")
-        import tensorflow as tf
-
-        return tf.io.gfile.GFile(path, "rb")
+        return dataset_index.open_path(path, "rb")
     except Exception as e:  # the backends raise their own types
         raise ShardError(f"cannot open shard {path}: {e}; check the URL and credentials") from None
 
@@ -230,18 +225,7 @@ def _listing(folder: str) -> frozenset[str]:
 
 
 def _fsspec(url: str):
-    """The fsspec file system of a URL, or None where tf.io.gfile should handle it (gs:// without gcsfs)."""
-    return _fsspec_for(url.split("://", 1)[0])
-
-
-@functools.lru_cache(maxsize=None)
-def _fsspec_for(protocol: str):
-    try:
-        import fsspec
-
-        return fsspec.filesystem(protocol)
-    except (ImportError, ValueError):
-        return None
+    return dataset_index.url_filesystem(url)
 
 
 def _index_beside(paths: list[str]) -> dict[str, Any] | None:

@@ -515,7 +515,7 @@ def _make_loader(plan: _Plan, states: list, first: int):
     import torch.utils.data
 
     return torch.utils.data.DataLoader(
-        _StreamDataset(plan, states, first), batch_size=None, num_workers=plan.streams_per_host,
+        _stream_dataset_class()(plan, states, first), batch_size=None, num_workers=plan.streams_per_host,
         collate_fn=_identity, prefetch_factor=plan.cfg.prefetch, multiprocessing_context=plan.cfg.start_method)
 
 
@@ -550,10 +550,12 @@ def _stream_dataset_iter(self) -> Iterator[dict]:
         yield {"stream": local, "batch": _to_shared(batch), "state": state}
 
 
-def __getattr__(name: str):
-    # torch's IterableDataset must be subclassed, but importing torch here would slow every import of
-    # shards.stream; the class is made on first use, and is still found by name when unpickled.
-    if name == "_StreamDataset":
+def _stream_dataset_class() -> type:
+    """torch's IterableDataset must be subclassed, but importing torch at the top would slow every
+    import of shards.stream: the class is made on first use, as the module attribute
+    `_StreamDataset`, so a worker started by spawn/forkserver still finds it by name when unpickling."""
+    cls = globals().get("_StreamDataset")
+    if cls is None:
         import torch.utils.data
 
         def init(self, plan, states, first):
@@ -562,5 +564,10 @@ def __getattr__(name: str):
         cls = type("_StreamDataset", (torch.utils.data.IterableDataset,),
                    {"__init__": init, "__iter__": _stream_dataset_iter, "__module__": __name__})
         globals()["_StreamDataset"] = cls
-        return cls
+    return cls
+
+
+def __getattr__(name: str):
+    if name == "_StreamDataset":
+        return _stream_dataset_class()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

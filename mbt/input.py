@@ -1,0 +1,92 @@
+"""The device feed: host batches from shards.stream -> global jax.Arrays sharded over the mesh's batch axis.
+
+    feed = device_batches(make_input(...), mesh)       # mesh has a "data" axis
+    for batch in feed:                                 # batch["rgb"]: jax.Array [global B, F, H, W, 3]
+        state, metrics = train_step(state, batch)
+        ... checkpoint feed.state() with the model ...
+
+Each host passes its own slice of the global batch (make_input gives batch_size / process_count per
+host); `jax.make_array_from_process_local_data` assembles them into one array sharded with
+`NamedSharding(mesh, P("data"))`. Two batches are kept in flight: placement is asynchronous, so the
+copy of the next batch overlaps the current step. Fields that are not numbers (`key`) stay on the
+host as numpy, host-local. `feed.state()` is the input state *after the last batch handed out*, not
+after the prefetched ones, so a checkpoint restores exactly to the step it was taken at.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Any, Iterable, Iterator
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+
+def batch_sharding(mesh: Mesh, axis: str = "data") -> NamedSharding:
+    """The sharding of a batch: leading dimension split over `axis`, replicated over the other axes."""
+    if axis not in mesh.axis_names:
+        raise ValueError(f"mesh axes {mesh.axis_names} have no {axis!r} axis to shard the batch over")
+    return NamedSharding(mesh, P(axis))
+
+
+def to_global(batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, Any]:
+    """One host's slice of a batch -> global jax.Arrays (numeric fields); other fields unchanged."""
+    out: dict[str, Any] = {}
+    for name, value in batch.items():
+        value = np.asarray(value)
+        if value.dtype.kind in "biuf":
+            out[name] = jax.make_array_from_process_local_data(sharding, value)
+        else:
+            out[name] = value  # strings (keys): host-local, never on the device
+    return out
+
+
+class DeviceFeed:
+    """Iterator of device batches with a prefetch of `prefetch`; `state()` matches what was handed out."""
+
+    def __init__(self, batches: Iterable[dict[str, np.ndarray]], mesh: Mesh, *, axis: str = "data",
+                 prefetch: int = 2):
+        if prefetch < 1:
+            raise ValueError(f"prefetch must be >= 1, got {prefetch}")
+        self._source = batches
+        self._it: Iterator = iter(batches)
+        self._sharding = batch_sharding(mesh, axis)
+        self._prefetch = prefetch
+        self._queue: collections.deque = collections.deque()
+        self._state = self._source_state()
+
+    def __iter__(self) -> "DeviceFeed":
+        return self
+
+    def __next__(self) -> dict[str, Any]:
+        while len(self._queue) < self._prefetch:
+            try:
+                host = next(self._it)
+            except StopIteration:
+                break
+            self._queue.append((to_global(host, self._sharding), self._source_state()))
+        if not self._queue:
+            raise StopIteration
+        batch, self._state = self._queue.popleft()
+        return batch
+
+    def state(self) -> dict | None:
+        """The input state after the last batch returned (None when the source has no state())."""
+        return self._state
+
+    def _source_state(self) -> dict | None:
+        state = getattr(self._source, "state", None)
+        return state() if callable(state) else None
+
+
+def device_batches(batches: Iterable[dict[str, np.ndarray]], mesh: Mesh, *, axis: str = "data",
+                   prefetch: int = 2) -> DeviceFeed:
+    """Feed host batches (e.g. shards.stream.make_input) onto `mesh`, batch dimension over `axis`."""
+    return DeviceFeed(batches, mesh, axis=axis, prefetch=prefetch)
+
+
+def data_mesh(devices: list | None = None, axis: str = "data") -> Mesh:
+    """A 1-D mesh over all (or the given) devices, for pure data parallelism."""
+    devices = jax.devices() if devices is None else devices
+    return Mesh(np.asarray(devices), (axis,))

@@ -1,0 +1,138 @@
+"""shards.sampling: temporal windows, spectrogram windows, padding, decoding only the sampled frames."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import clip_sample
+from shards import sampling
+from shards.errors import ShardError
+from shards.lazy import LazySample
+
+
+class MemorySample(LazySample):
+    """A LazySample over a Sample in memory (the stages only use the LazySample interface)."""
+
+    def __init__(self, sample, index=0, shard="mem.tar"):
+        super().__init__(shard, index)
+        self.sample = sample
+
+    def _header(self):
+        s = self.sample
+        return {"key": s.key, "labels": s.labels, "label_text": s.label_text, "meta": s.meta,
+                "verb": s.verb, "noun": s.noun}
+
+    @property
+    def num_frames(self):
+        return len(self.sample.frames)
+
+    def frame(self, i):
+        return self.sample.frames[self._check_frame_index(i)]
+
+    def _melspec(self):
+        return self.sample.melspec
+
+
+def test_frame_offsets_spread_or_stride():
+    assert sampling.frame_offsets(8, 8.0) == [0, 25, 50, 75, 100, 125, 150, 175]  # stride 25t/F = 25
+    assert sampling.frame_offsets(3, 1.0) == [0, 8, 16]  # 25/3 floored
+    assert sampling.frame_offsets(32, 2.0, frame_stride=1) == list(range(32))  # EPIC
+    assert sampling.video_span(8, 8.0) == 200 and sampling.video_span(32, 2.0, 1) == 32
+
+
+def test_centre_random_and_spaced_windows():
+    kw = dict(num_frames=4, clip_seconds=1.0)
+    (centre,) = sampling.choose_windows(75, 300, mode="centre", **kw)  # 3 s clip, 1 s window
+    assert centre.frames == (25, 31, 37, 43) and centre.spec_start == 100 and centre.spec_rows == 100
+    assert centre.frames_padded == centre.spec_padded == 0
+    starts = set()
+    for seed in range(40):
+        (w,) = sampling.choose_windows(75, 300, mode="random", rng=np.random.default_rng(seed), **kw)
+        assert 0 <= w.frames[0] <= 50 and w.spec_start == 4 * w.frames[0]  # synchronous: same instant
+        starts.add(w.frames[0])
+    assert len(starts) > 20
+    spaced = sampling.choose_windows(75, 300, mode="spaced", count=3, **kw)
+    assert [w.frames[0] for w in spaced] == [0, 25, 50] and [w.spec_start for w in spaced] == [0, 100, 200]
+
+
+def test_asynchronous_spectrogram_windows_start_independently():
+    kw = dict(num_frames=4, clip_seconds=1.0, async_spectrogram=True)
+    offsets = set()
+    for seed in range(30):
+        (w,) = sampling.choose_windows(250, 1000, mode="random", rng=np.random.default_rng(seed), **kw)
+        assert 0 <= w.spec_start <= 900
+        offsets.add(w.spec_start - 4 * w.frames[0])
+    assert len(offsets) > 10
+
+
+def test_short_clips_are_padded_and_the_padding_recorded():
+    (w,) = sampling.choose_windows(10, 40, mode="centre", num_frames=4, clip_seconds=1.0)
+    assert w.frames == (0, 6, 9, 9) and w.frames_padded == 2  # frames 12 and 18 don't exist: last repeated
+    assert w.spec_start == 0 and w.spec_padded == 60
+    mel = np.ones((40, 128), np.float32)
+    cut = sampling.cut_spectrogram(mel, w)
+    assert cut.shape == (100, 128) and (cut[:40] == 1).all() and (cut[40:] == sampling.SILENCE).all()
+
+
+def test_sample_windows_cuts_the_right_frames_and_rows():
+    clip = clip_sample("c_0", seconds=3.0)
+    cfg = type("Cfg", (), dict(num_frames=4, clip_seconds=1.0, frame_stride=None, async_spectrogram=False,
+                               test_windows=3))
+    out = list(sampling.sample_windows([{"lazy": MemorySample(clip), "__ref__": (0, 0, 0)}], cfg=cfg,
+                                       training=False, seed=0))
+    assert [ex["window"] for ex in out] == [0, 1, 2] and all(ex["num_windows"] == 3 for ex in out)
+    last = out[2]
+    assert last["frame_indices"] == (50, 56, 62, 68)
+    assert last["jpegs"] == [clip.frames[i] for i in (50, 56, 62, 68)]
+    assert last["spectrogram"].shape == (100, 128)
+    np.testing.assert_allclose(last["spectrogram"][:, 0], np.arange(200, 300) / 100, atol=0.05)
+    assert last["__key__"] == "c_0" and last["labels"] == [0]
+
+
+def test_only_the_sampled_frames_are_decoded(monkeypatch):
+    clip = clip_sample("c_1", seconds=2.0)
+    (w,) = sampling.choose_windows(50, 200, mode="centre", num_frames=4, clip_seconds=1.0)
+    sampled = set(w.frames)
+    # every other frame is broken: decoding any of them would fail
+    clip.frames = [f if i in sampled else b"\xff\xd8 not a jpeg" for i, f in enumerate(clip.frames)]
+    calls = []
+    real = sampling.decode_jpeg
+    monkeypatch.setattr(sampling, "decode_jpeg", lambda data: calls.append(data) or real(data))
+    cfg = type("Cfg", (), dict(num_frames=4, clip_seconds=1.0, frame_stride=None, async_spectrogram=False,
+                               test_windows=1))
+    (ex,) = sampling.decode_frames(sampling.sample_windows([{"lazy": MemorySample(clip)}], cfg=cfg,
+                                                           training=False, seed=0))
+    assert len(calls) == 4 and ex["frames"].shape == (4, 48, 64, 3) and ex["frames"].dtype == np.uint8
+    # frame i is grey level ~4i (+ up to 11 of noise): the decoded frames are the sampled ones
+    np.testing.assert_allclose(ex["frames"].mean(axis=(1, 2, 3)), [4 * i + 5.5 for i in w.frames], atol=2)
+
+
+def test_a_padded_window_decodes_its_repeated_frame_once(monkeypatch):
+    clip = clip_sample("c_2", seconds=0.4)  # 10 frames, window of 25
+    calls = []
+    real = sampling.decode_jpeg
+    monkeypatch.setattr(sampling, "decode_jpeg", lambda data: calls.append(data) or real(data))
+    cfg = type("Cfg", (), dict(num_frames=4, clip_seconds=1.0, frame_stride=None, async_spectrogram=False,
+                               test_windows=1))
+    (ex,) = sampling.decode_frames(sampling.sample_windows([{"lazy": MemorySample(clip)}], cfg=cfg,
+                                                           training=False, seed=0))
+    assert ex["frames_padded"] == 2 and ex["spec_padded"] == 60 and len(calls) == 3
+    assert (ex["frames"][2] == ex["frames"][3]).all()
+
+
+def test_bad_samples_go_to_on_error_or_raise():
+    clip = clip_sample("c_3", seconds=1.0)
+    clip.frames[12] = b"\xff\xd8 truncated"  # the centred window samples frames 0, 6, 12, 18
+    cfg = type("Cfg", (), dict(num_frames=4, clip_seconds=1.0, frame_stride=None, async_spectrogram=False,
+                               test_windows=1))
+    examples = lambda: sampling.sample_windows([{"lazy": MemorySample(clip)}], cfg=cfg, training=False, seed=0)
+    with pytest.raises(ShardError, match=r"shard mem\.tar, sample c_3: frame 12 is not a decodable JPEG"):
+        list(sampling.decode_frames(examples()))
+    errors = []
+    assert list(sampling.decode_frames(examples(), on_error=lambda *a: errors.append(a))) == []
+    assert errors[0][0] == "bad_jpeg" and errors[0][1]["__key__"] == "c_3"
+    empty = clip_sample("c_4", seconds=1.0)
+    empty.frames = []
+    with pytest.raises(ShardError, match="sample c_4 has no frames"):
+        list(sampling.sample_windows([{"lazy": MemorySample(empty)}], cfg=cfg, training=False, seed=0))
