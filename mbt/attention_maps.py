@@ -11,6 +11,7 @@ With classifier='gap' there is no CLS token; the mean over the modality's own to
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
 import jax
@@ -82,7 +83,9 @@ def cls_attention_to_rgb(
     config: ModelConfig, variables: Mapping, inputs: Mapping[str, jax.Array], method: str = "last"
 ) -> dict[str, np.ndarray]:
     """Run the model (eval mode) on a batch and return {modality: [B, F, h, w]} CLS->RGB attention."""
-    attention = jax.jit(lambda v, x: MBT(config).apply(v, x, return_attention=True)[1]["attention"])(
-        variables, inputs
-    )
-    return rgb_attention_maps(attention, config, method)
+    return rgb_attention_maps(_attention(config, variables, inputs), config, method)
+
+
+@functools.partial(jax.jit, static_argnums=0)  # one compile per config, reused batch after batch
+def _attention(config: ModelConfig, variables: Mapping, inputs: Mapping[str, jax.Array]) -> jax.Array:
+    return MBT(config).apply(variables, inputs, return_attention=True)[1]["attention"]

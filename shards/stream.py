@@ -85,7 +85,7 @@ class InputConfig:
     num_workers: int = 0  # loader streams per host; 0: one stream in this process
     worker_processes: bool = True  # False: run the num_workers streams in this process (same batches)
     prefetch: int = 2  # batches each worker prepares ahead
-    start_method: str | None = None  # multiprocessing start method for workers (None: the platform's)
+    start_method: str | None = None  # workers' multiprocessing start method (None: forkserver; see below)
     on_error: str | None = None  # "skip" (count + warn) or "raise"; None: skip training, raise eval
 
     def __post_init__(self):
@@ -516,7 +516,25 @@ def _make_loader(plan: _Plan, states: list, first: int):
 
     return torch.utils.data.DataLoader(
         _stream_dataset_class()(plan, states, first), batch_size=None, num_workers=plan.streams_per_host,
-        collate_fn=_identity, prefetch_factor=plan.cfg.prefetch, multiprocessing_context=plan.cfg.start_method)
+        collate_fn=_identity, prefetch_factor=plan.cfg.prefetch,
+        multiprocessing_context=_start_method(plan.cfg.start_method))
+
+
+def _start_method(name: str | None):
+    """The workers' multiprocessing context. Default: forkserver where there is one. A trainer's process
+    runs JAX's (and TensorFlow's) threads, and forking a threaded process can deadlock the child; the
+    fork server is a clean single-threaded process that imported torch and this module once, so
+    workers still start in well under a second."""
+    import multiprocessing
+
+    if name is None:
+        if "forkserver" not in multiprocessing.get_all_start_methods():
+            return None
+        name = "forkserver"
+    context = multiprocessing.get_context(name)
+    if name == "forkserver":
+        context.set_forkserver_preload(["torch", "numpy", "PIL.Image", __name__])
+    return context
 
 
 def _identity(x):

@@ -58,15 +58,20 @@ def plan(num_per_class: int, seed: int = 0, noise_fraction: float = 0.2) -> list
 def ffmpeg_args(clip: DemoClip, out: Path, ffmpeg: str) -> list[str]:
     """One ffmpeg call: lavfi background + square + tone (or noise) -> h264/AAC mp4."""
     d = clip.seconds
+    seed = sum(map(ord, clip.name)) % 10007  # per clip, stable
     (x0, y0), (vx, vy) = clip.origin, clip.speed
+    # A quiet noise floor under every clip, as real recordings have; the noisy-audio clips get loud
+    # noise and no tone.
     audio = (f"sine=frequency={clip.pitch:.1f}:sample_rate=44100:duration={d}" if clip.pitch else
-             f"anoisesrc=color=pink:sample_rate=44100:duration={d}:seed=7")
+             f"anoisesrc=color=pink:sample_rate=44100:duration={d}:amplitude=0.5:seed={seed}")
+    floor = f"anoisesrc=color=brown:sample_rate=44100:duration={d}:amplitude=0.02:seed={seed + 1}"
     move = (f"[0][1]overlay=x='mod({x0}+{vx:.1f}*t+320,320-{clip.size})'"
-            f":y='mod({y0}+{vy:.1f}*t+240,240-{clip.size})'[v];[2]volume={clip.volume:.2f}[a]")
+            f":y='mod({y0}+{vy:.1f}*t+240,240-{clip.size})'[v];"
+            f"[2]volume={clip.volume:.2f}[tone];[3][tone]amix=inputs=2:normalize=0[a]")
     return [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
             "-f", "lavfi", "-i", f"color=c=0x606060:s=320x240:r=25:d={d}",
             "-f", "lavfi", "-i", f"color=c={clip.colour}:s={clip.size}x{clip.size}:r=25:d={d}",
-            "-f", "lavfi", "-i", audio,
+            "-f", "lavfi", "-i", audio, "-f", "lavfi", "-i", floor,
             "-filter_complex", move, "-map", "[v]", "-map", "[a]",
             "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-g", "25",
             "-c:a", "aac", "-b:a", "64k", "-t", str(d), "-fflags", "+bitexact",

@@ -33,9 +33,14 @@ B16 = ModelConfig(variant="B/16")  # 8 frames of 224x224 + 8 s of spectrogram
     ],
 )
 def test_analytic_params_match_the_built_model(changes):
-    for base in (B16, tiny()):
-        cfg = dataclasses.replace(base, **changes)
-        assert analytic_params(cfg) == xla_params(cfg)
+    cfg = dataclasses.replace(tiny(), **changes)
+    assert analytic_params(cfg) == xla_params(cfg)
+
+
+def test_analytic_params_match_a_b16_model():
+    # The plain two-stream and shared B/16 counts are checked in test_model.py.
+    cfg = dataclasses.replace(B16, fusion="cross_attention", rgb_tokenizer="tubelet", classifier="gap", head="verb_noun")
+    assert analytic_params(cfg) == xla_params(cfg)
 
 
 def test_block_flops_is_the_textbook_formula():
@@ -56,8 +61,11 @@ def test_bottleneck_is_cheapest_at_every_fusion_layer():
 
 @pytest.mark.slow
 def test_xla_flops_agree_with_analytic_count():
-    """B/16 widths and token counts (depth 4, L_f = 2: two separate and two fused layers) compiled by XLA."""
-    base = dataclasses.replace(B16, depth=4, fusion_layer=2)
+    """B/16 widths and token counts (depth 2, L_f = 1: one separate and one fused layer) compiled by XLA.
+
+    Every layer of the full model is one of these two kinds; `mbt flops` prints the 12-layer numbers.
+    """
+    base = dataclasses.replace(B16, depth=2, fusion_layer=1)
     xla = {}
     for fusion in ("bottleneck", "self_attention", "cross_attention", "none"):
         cfg = dataclasses.replace(base, fusion=fusion)

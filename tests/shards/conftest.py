@@ -162,3 +162,22 @@ def small_input():
         return InputConfig(**{**base, **overrides})
 
     return make
+
+
+# The helpers as fixtures: test modules can't `import conftest` (tests/mbt has one too).
+@pytest.fixture
+def make_clip():
+    """make_clip(key, seconds=2.0, labels=(0,), seed=0, verb=None, noun=None) -> a Sample (see clip_sample)."""
+    return clip_sample
+
+
+@pytest.fixture
+def make_clips():
+    """make_clips(n, seed=0) -> n clips of 1-3 s, keys k00, k01, ..."""
+    return clips
+
+
+@pytest.fixture
+def make_dataset():
+    """make_dataset(folder, samples, num_shards, formats=(...), split="train") -> folder with shards + index."""
+    return write_dataset

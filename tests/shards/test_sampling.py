@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import clip_sample
 from shards import sampling
 from shards.errors import ShardError
 from shards.lazy import LazySample
@@ -75,8 +74,8 @@ def test_short_clips_are_padded_and_the_padding_recorded():
     assert cut.shape == (100, 128) and (cut[:40] == 1).all() and (cut[40:] == sampling.SILENCE).all()
 
 
-def test_sample_windows_cuts_the_right_frames_and_rows():
-    clip = clip_sample("c_0", seconds=3.0)
+def test_sample_windows_cuts_the_right_frames_and_rows(make_clip):
+    clip = make_clip("c_0", seconds=3.0)
     cfg = type("Cfg", (), dict(num_frames=4, clip_seconds=1.0, frame_stride=None, async_spectrogram=False,
                                test_windows=3))
     out = list(sampling.sample_windows([{"lazy": MemorySample(clip), "__ref__": (0, 0, 0)}], cfg=cfg,
@@ -90,8 +89,8 @@ def test_sample_windows_cuts_the_right_frames_and_rows():
     assert last["__key__"] == "c_0" and last["labels"] == [0]
 
 
-def test_only_the_sampled_frames_are_decoded(monkeypatch):
-    clip = clip_sample("c_1", seconds=2.0)
+def test_only_the_sampled_frames_are_decoded(monkeypatch, make_clip):
+    clip = make_clip("c_1", seconds=2.0)
     (w,) = sampling.choose_windows(50, 200, mode="centre", num_frames=4, clip_seconds=1.0)
     sampled = set(w.frames)
     # every other frame is broken: decoding any of them would fail
@@ -108,8 +107,8 @@ def test_only_the_sampled_frames_are_decoded(monkeypatch):
     np.testing.assert_allclose(ex["frames"].mean(axis=(1, 2, 3)), [4 * i + 5.5 for i in w.frames], atol=2)
 
 
-def test_a_padded_window_decodes_its_repeated_frame_once(monkeypatch):
-    clip = clip_sample("c_2", seconds=0.4)  # 10 frames, window of 25
+def test_a_padded_window_decodes_its_repeated_frame_once(monkeypatch, make_clip):
+    clip = make_clip("c_2", seconds=0.4)  # 10 frames, window of 25
     calls = []
     real = sampling.decode_jpeg
     monkeypatch.setattr(sampling, "decode_jpeg", lambda data: calls.append(data) or real(data))
@@ -121,8 +120,8 @@ def test_a_padded_window_decodes_its_repeated_frame_once(monkeypatch):
     assert (ex["frames"][2] == ex["frames"][3]).all()
 
 
-def test_bad_samples_go_to_on_error_or_raise():
-    clip = clip_sample("c_3", seconds=1.0)
+def test_bad_samples_go_to_on_error_or_raise(make_clip):
+    clip = make_clip("c_3", seconds=1.0)
     clip.frames[12] = b"\xff\xd8 truncated"  # the centred window samples frames 0, 6, 12, 18
     cfg = type("Cfg", (), dict(num_frames=4, clip_seconds=1.0, frame_stride=None, async_spectrogram=False,
                                test_windows=1))
@@ -132,7 +131,7 @@ def test_bad_samples_go_to_on_error_or_raise():
     errors = []
     assert list(sampling.decode_frames(examples(), on_error=lambda *a: errors.append(a))) == []
     assert errors[0][0] == "bad_jpeg" and errors[0][1]["__key__"] == "c_3"
-    empty = clip_sample("c_4", seconds=1.0)
+    empty = make_clip("c_4", seconds=1.0)
     empty.frames = []
     with pytest.raises(ShardError, match="sample c_4 has no frames"):
         list(sampling.sample_windows([{"lazy": MemorySample(empty)}], cfg=cfg, training=False, seed=0))

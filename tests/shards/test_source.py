@@ -6,7 +6,6 @@ import os
 
 import pytest
 
-from conftest import clip_sample, write_dataset
 from shards import source
 from shards.errors import ShardError
 from shards.webdataset_codec import _member_header, encode_members
@@ -76,8 +75,8 @@ def test_urls_go_through_fsspec(dataset):
         source.resolve("memory://ds/nope-{0..1}.tar")
 
 
-def test_a_tar_sample_missing_a_member_fails_alone(tmp_path):
-    good = [clip_sample(f"s{i}", 1.0) for i in range(3)]
+def test_a_tar_sample_missing_a_member_fails_alone(tmp_path, make_clip):
+    good = [make_clip(f"s{i}", 1.0) for i in range(3)]
     path = tmp_path / "train-00000-of-00001.tar"
     with open(path, "wb") as f:
         members = [m for s in good for m in encode_members(s) if m[0] != "s1.mel.npy"]
@@ -91,8 +90,8 @@ def test_a_tar_sample_missing_a_member_fails_alone(tmp_path):
         got[1].melspec
 
 
-def test_write_dataset_helper_round_trips(tmp_path):
-    folder = write_dataset(tmp_path / "d", [clip_sample("a_1", 1.0), clip_sample("b_2", 2.0)], num_shards=2,
+def test_write_dataset_helper_round_trips(tmp_path, make_clip, make_dataset):
+    folder = make_dataset(tmp_path / "d", [make_clip("a_1", 1.0), make_clip("b_2", 2.0)], num_shards=2,
                            formats=("webdataset",))
     src = source.resolve(folder)
     assert sum(src.counts) == 2

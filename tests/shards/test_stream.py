@@ -10,7 +10,6 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import clip_sample, clips, write_dataset
 from shards.errors import ShardError
 from shards.stream import BadInputWarning, InputConfig, make_input, tiny_input
 
@@ -48,8 +47,8 @@ def test_batches_have_fixed_shapes_and_types(dataset, small_input):
     assert json.loads(json.dumps(it.state())) == it.state()  # the state is plain JSON
 
 
-def test_labels_as_class_index_and_verb_noun(tmp_path, small_input):
-    folder = write_dataset(tmp_path / "epic", [clip_sample(f"e{i}", 1.0, labels=(i % 3,), verb=i, noun=2 * i)
+def test_labels_as_class_index_and_verb_noun(tmp_path, small_input, make_clip, make_dataset):
+    folder = make_dataset(tmp_path / "epic", [make_clip(f"e{i}", 1.0, labels=(i % 3,), verb=i, noun=2 * i)
                                                for i in range(6)], num_shards=2, formats=("webdataset",))
     cls = next(make_input(folder, small_input(labels="class_index"), training=False))
     assert cls["labels"].dtype == np.int32 and cls["labels"].shape == (4,)
@@ -114,8 +113,8 @@ def test_tar_and_tfrecord_give_the_same_batches(dataset, small_input):
     assert_same_batches(tar, tfr)
 
 
-def test_evaluation_is_ordered_padded_and_lockstep(tmp_path, small_input):
-    folder = write_dataset(tmp_path / "uneven", clips(11), num_shards=3, formats=("webdataset",))
+def test_evaluation_is_ordered_padded_and_lockstep(tmp_path, small_input, make_clips, make_dataset):
+    folder = make_dataset(tmp_path / "uneven", make_clips(11), num_shards=3, formats=("webdataset",))
     cfg = small_input(batch_size=4)
     hosts = [list(make_input(folder, cfg, training=False, process_index=h, process_count=2)) for h in range(2)]
     assert len(hosts[0]) == len(hosts[1])  # the index's counts let every host make the same number
@@ -128,8 +127,8 @@ def test_evaluation_is_ordered_padded_and_lockstep(tmp_path, small_input):
     assert_same_batches(again, hosts[1])
 
 
-def test_short_clips_are_padded_not_dropped(tmp_path, small_input):
-    folder = write_dataset(tmp_path / "short", [clip_sample("short_1", 0.4), clip_sample("long_1", 2.0)],
+def test_short_clips_are_padded_not_dropped(tmp_path, small_input, make_clip, make_dataset):
+    folder = make_dataset(tmp_path / "short", [make_clip("short_1", 0.4), make_clip("long_1", 2.0)],
                            num_shards=1, formats=("tfrecord",))
     it = make_input(folder, small_input(batch_size=2), training=False)
     (batch,) = list(it)
@@ -141,10 +140,10 @@ def test_short_clips_are_padded_not_dropped(tmp_path, small_input):
 # ---------------------------------------------------------------------------------------- bad input
 
 @pytest.fixture
-def broken(tmp_path):
+def broken(tmp_path, make_clips, make_dataset):
     """A copy of a 12-clip dataset in both formats, to break."""
     def make(name):
-        return write_dataset(tmp_path / name, clips(12), num_shards=3)
+        return make_dataset(tmp_path / name, make_clips(12), num_shards=3)
     return make
 
 
@@ -171,12 +170,12 @@ def test_truncated_shard_skip_counts_and_warns_raise_names_it(broken, small_inpu
         list(make_input(folder, cfg, training=False))
 
 
-def test_sample_missing_a_field_skip_and_raise(tmp_path, small_input):
+def test_sample_missing_a_field_skip_and_raise(tmp_path, small_input, make_clips, make_dataset):
     from shards.webdataset_codec import _member_header, encode_members
 
-    folder = write_dataset(tmp_path / "missing", clips(6), num_shards=1, formats=("webdataset",))
+    folder = make_dataset(tmp_path / "missing", make_clips(6), num_shards=1, formats=("webdataset",))
     path = os.path.join(folder, "train-00000-of-00001.tar")
-    members = [m for s in sorted(clips(6), key=lambda s: s.key) for m in encode_members(s)
+    members = [m for s in sorted(make_clips(6), key=lambda s: s.key) for m in encode_members(s)
                if m[0] != "k02.mjpeg"]
     with open(path, "wb") as f:
         for name, data in members:
@@ -191,10 +190,10 @@ def test_sample_missing_a_field_skip_and_raise(tmp_path, small_input):
         list(make_input(folder, cfg, training=False))
 
 
-def test_undecodable_jpeg_skip_and_raise(tmp_path, small_input):
-    samples = clips(6)
+def test_undecodable_jpeg_skip_and_raise(tmp_path, small_input, make_clips, make_dataset):
+    samples = make_clips(6)
     samples[3].frames = [b"\xff\xd8" + bytes(200)] * len(samples[3].frames)  # k03: no frame decodes
-    folder = write_dataset(tmp_path / "jpeg", samples, num_shards=2)
+    folder = make_dataset(tmp_path / "jpeg", samples, num_shards=2)
     for fmt in ("webdataset", "tfrecord"):
         cfg = small_input(batch_size=5, epochs=1, format=fmt)
         with pytest.warns(BadInputWarning, match=r"sample k03 of shard .* \(bad_jpeg\)"):
@@ -205,11 +204,11 @@ def test_undecodable_jpeg_skip_and_raise(tmp_path, small_input):
             list(make_input(folder, cfg, training=False))
 
 
-def test_no_usable_sample_raises_instead_of_hanging(tmp_path, small_input):
-    samples = clips(2)
+def test_no_usable_sample_raises_instead_of_hanging(tmp_path, small_input, make_clips, make_dataset):
+    samples = make_clips(2)
     for s in samples:
         s.frames = [b"\xff\xd8" + bytes(50)] * len(s.frames)
-    folder = write_dataset(tmp_path / "allbad", samples, num_shards=1, formats=("webdataset",))
+    folder = make_dataset(tmp_path / "allbad", samples, num_shards=1, formats=("webdataset",))
     with pytest.warns(BadInputWarning), pytest.raises(ShardError, match="no usable sample in a whole epoch"):
         next(make_input(folder, small_input(), seed=0))
 
