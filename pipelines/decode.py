@@ -133,15 +133,20 @@ def video_graph(short_side: int, offset: float = 0.0) -> str:
             f"setsar=1[frames]")
 
 
-def audio_filter(max_samples: int, offset: float = 0.0) -> str:
-    """Downmix to mono, resample to 16 kHz with sample 0 at `offset` s (input time; earlier samples
-    trimmed, a late start padded with silence), stop after `max_samples`."""
+def audio_graph(max_samples: int, offset: float = 0.0) -> str:
+    """The -filter_complex part for audio: downmix to mono, resample to 16 kHz with sample 0 at
+    `offset` s (input time; earlier samples trimmed, a late start padded with silence), stop after
+    `max_samples`. A side branch logs the first audio frame's timestamp after the trim (ashowinfo on
+    one sample): that is the silence aresample pads in front, which decode_clip records."""
     # atrim cuts the pre-roll sample-exactly (aresample's first_pts drops long pre-rolls unreliably,
     # and counts a non-zero first_pts in input samples); aresample's first_pts=0 then only pads a
     # stream that starts after the clip start with silence
     shift = f"asetpts=PTS-{offset:.6f}/TB," if offset else ""
-    return (f"atrim=start={offset:.6f},{shift}aformat=sample_fmts=flt:channel_layouts=mono,"
-            f"aresample={SAMPLE_RATE}:min_comp=0.001:first_pts=0,atrim=end_sample={int(max_samples)}")
+    return (f"[0:a:0]atrim=start={offset:.6f},{shift}asplit=2[a][aprobe];"
+            f"[aprobe]atrim=end_sample=1,ashowinfo,anullsink;"
+            f"[a]aformat=sample_fmts=flt:channel_layouts=mono,"
+            f"aresample={SAMPLE_RATE}:min_comp=0.001:first_pts=0,atrim=end_sample={int(max_samples)}"
+            f"[audio]")
 
 
 def decode_args(path: str | os.PathLike, start: float, max_frames: int, max_samples: int, *,
@@ -163,24 +168,37 @@ def decode_args(path: str | os.PathLike, start: float, max_frames: int, max_samp
     if seek and start > 0:
         args += ["-ss", f"{start:.6f}", "-noaccurate_seek"]
     args += ["-i", input_arg(path)]
-    args += ["-filter_complex", video_graph(short_side, offset), "-map", "[frames]",
+    graph = video_graph(short_side, offset)
+    if with_audio:
+        graph += ";" + audio_graph(max_samples, offset)
+    args += ["-filter_complex", graph, "-map", "[frames]",
              *_fps_mode_args(), "-frames:v", str(int(max_frames)),
              "-c:v", "mjpeg", "-q:v", str(int(jpeg_quality))]
     if threads:
         args += ["-threads", str(threads)]
     args += ["-f", "image2pipe", video_out]
     if with_audio:
-        args += ["-map", "0:a:0", "-af", audio_filter(max_samples, offset), "-c:a", "pcm_f32le",
-                 "-f", "f32le", audio_out]
+        args += ["-map", "[audio]", "-c:a", "pcm_f32le", "-f", "f32le", audio_out]
     return args
 
 
-_FIRST_PTS_RE = re.compile(r"showinfo.*\bn:\s*0\s+pts:\s*\S+\s+pts_time:\s*(-?\d+(?:\.\d+)?(?:e-?\d+)?)")
+# showinfo's line for frame 0, as every build since 4.x prints it ('[Parsed_showinfo_2 @ 0x..] n:   0
+# pts:   1920 pts_time:0.0213333 ...'); 'ashowinfo' is the audio probe's filter, kept apart
+_PTS_TIME = r"\]\s*n:\s*0\s+pts:\s*\S+\s+pts_time:\s*(-?\d+(?:\.\d+)?(?:e-?\d+)?)"
+_FIRST_PTS_RE = re.compile(r"(?<![a-z])showinfo_\d+ @[^\]]*" + _PTS_TIME)
+_FIRST_AUDIO_PTS_RE = re.compile(r"ashowinfo_\d+ @[^\]]*" + _PTS_TIME)
 
 
 def first_frame_time(stderr: str) -> float | None:
     """Input time (s, relative to the seek point) of the first decoded video frame, from showinfo."""
     m = _FIRST_PTS_RE.search(stderr)
+    return float(m.group(1)) if m else None
+
+
+def first_audio_time(stderr: str) -> float | None:
+    """Time (s, relative to the clip start) of the first audio sample ffmpeg delivered, from the audio
+    graph's ashowinfo; > 0 when the audio stream starts after the clip start."""
+    m = _FIRST_AUDIO_PTS_RE.search(stderr)
     return float(m.group(1)) if m else None
 
 
@@ -342,7 +360,8 @@ def decode_clip(path: str | os.PathLike, start: float = 0.0, end: float | None =
                                                      f"{start:.3f} s on; {run.last_line}")
             raise classify_failure(run, info, path)
         break
-    clip = _assemble(path, start, end, run, info, with_audio, min_seconds, max_seconds)
+    clip = _assemble(path, start, end, run, info, with_audio, min_seconds, max_seconds,
+                     offset=0.0 if seek else start)
     clip.decoded_from_start = start > 0 and not seek
     return clip
 
@@ -350,7 +369,10 @@ def decode_clip(path: str | os.PathLike, start: float = 0.0, end: float | None =
 def _seek_missed(run, info: MediaInfo | None, start: float) -> bool:
     """True when the first decoded frame came after `start` although the video stream had begun."""
     first = first_frame_time(run.stderr)
-    lead = 0.0  # a video stream that starts after `start` legitimately has its first frame later
+    # a video stream that starts after `start` legitimately has its first frame later. Only builds
+    # that print per-stream start times (7.x+, not Debian 12's 5.1) tell us; without it such a clip
+    # counts as missed and is decoded from the file start, which gives the same frames, slower.
+    lead = 0.0
     if info is not None and info.video is not None and info.video.start is not None:
         lead = max(0.0, info.video.start - (info.start_time or 0.0) - start)
     if first is None:  # no frame at all: missed, unless the clip is past the end
@@ -359,8 +381,10 @@ def _seek_missed(run, info: MediaInfo | None, start: float) -> bool:
 
 
 def _assemble(path: str, start: float, end: float | None, run, info: MediaInfo | None,
-              has_audio: bool, min_seconds: float, max_seconds: float) -> DecodedClip:
-    """Cap and pad ffmpeg's output to the clip's exact length, recording what was changed."""
+              has_audio: bool, min_seconds: float, max_seconds: float, offset: float) -> DecodedClip:
+    """Cap and pad ffmpeg's output to the clip's exact length, recording what was changed. `offset`
+    is the clip start in the run's input time (0 after a seek, `start` when decoded from the file
+    start)."""
     frames = split_jpegs(run.stdout)
     raw = run.extra[0] if has_audio else b""
     audio = np.frombuffer(raw[: len(raw) // 4 * 4], dtype="<f4").astype(np.float32)  # a writable copy
@@ -391,14 +415,15 @@ def _assemble(path: str, start: float, end: float | None, run, info: MediaInfo |
         raise DecodeError("truncated", f"{path}: the file ends early (ffmpeg: partial file); "
                                        f"{len(frames)} of {n_frames} frames decoded")
 
-    # a stream that starts after the clip start was padded by ffmpeg (first frame repeated, silence);
-    # ffmpeg prints stream start times for some containers (MPEG-TS), and then we can record it
-    c0 = (info.start_time or 0.0) if info is not None else 0.0
+    # a stream that starts after the clip start was padded by ffmpeg (first frame repeated, silence
+    # in front). The run itself says by how much: the first video frame's and the first audio
+    # sample's times (showinfo/ashowinfo), on every build (the input dump's per-stream start times
+    # are missing on some, e.g. Debian 12's 5.1)
     lead_frames = lead_samples = 0
-    if video is not None and video.start is not None:
-        lead_frames = min(n_frames, max(0, math.ceil((video.start - c0 - start) * FPS - 1e-6)))
-    if has_audio and info.audio is not None and info.audio.start is not None:
-        lead_samples = min(n_samples, max(0, round_half_up((info.audio.start - c0 - start) * SAMPLE_RATE)))
+    if (t := first_frame_time(run.stderr)) is not None:
+        lead_frames = min(n_frames, max(0, math.ceil((t - offset) * FPS - 1e-6)))
+    if has_audio and (t := first_audio_time(run.stderr)) is not None:
+        lead_samples = min(n_samples, max(0, round_half_up(t * SAMPLE_RATE)))
 
     frames_dropped = max(0, len(frames) - n_frames)
     frames_padded = max(0, n_frames - len(frames))

@@ -56,6 +56,7 @@ class InputConfig:
     crop_aspect: tuple[float, float] = (3 / 4, 4 / 3)  # random_resized: width / height
     jitter_side: tuple[float, float] = (0.7, 1.0)  # scale_jitter: box side / short side
     eval_crop_fraction: float = 0.875  # eval: centred square of this fraction of the short side
+    antialias: bool = False  # antialiased resize (slower); False is tf.image.resize's, as DMVR's
     flip: bool = True  # horizontal flip with probability 1/2
     colour_jitter: bool = True  # brightness, contrast, saturation, hue (one colour matrix per clip)
     brightness: float = 0.2  # factor in [1 - b, 1 + b]

@@ -3,6 +3,8 @@
     mbt ingest --manifest M.csv --output DIR --format webdataset,tfrecord
     mbt inspect DIR/train-00000-of-00004.tar --index 0 --png sample.png
     mbt stats DIR            mbt validate DIR
+    mbt train --preset tiny --data DIR --workdir runs/tiny --model.fusion_layer=2
+    mbt eval --workdir runs/tiny --data DIR --split validation
     mbt flops --preset mbt_base_audioset
     mbt bench ingest         mbt demo
 """
@@ -13,7 +15,7 @@ import argparse
 import sys
 from typing import Callable, Sequence
 
-from tools import bench_cmd, data_cmds, demo_cmd, flops_cmd, ingest_cmd
+from tools import bench_cmd, data_cmds, demo_cmd, flops_cmd, ingest_cmd, train_cmds
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     ingest_cmd.add_parser(sub)
     data_cmds.add_parsers(sub)
+    train_cmds.add_parsers(sub)
     flops_cmd.add_parser(sub)
     bench_cmd.add_parser(sub)
     demo_cmd.add_parser(sub)
@@ -34,7 +37,17 @@ def user_errors() -> tuple[type[Exception], ...]:
     from shards.errors import ShardError
     from shards.schema import SchemaError
 
-    return (IngestError, ManifestError, ShardError, SchemaError, FileNotFoundError, UsageError)
+    errors = [IngestError, ManifestError, ShardError, SchemaError, FileNotFoundError, UsageError]
+    try:  # the model side's errors, when JAX is installed (the `train` extra)
+        from mbt.checkpoints import CheckpointError
+        from mbt.config import MBTError
+        from mbt.overrides import OverrideError
+        from mbt.train import TrainError
+
+        errors += [CheckpointError, MBTError, OverrideError, TrainError]
+    except ImportError:
+        pass
+    return tuple(errors)
 
 
 class UsageError(ValueError):
@@ -44,13 +57,15 @@ class UsageError(ValueError):
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    # `ingest` passes unknown flags on to Beam; every other command rejects them.
+    # `ingest` passes unknown flags on to Beam, `train` takes --section.field=value overrides; every
+    # other command rejects them.
     args, extra = parser.parse_known_args(argv)
-    if extra and args.command != "ingest":
+    takes_extra = args.command == "ingest" or getattr(args, "takes_overrides", False)
+    if extra and not takes_extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     run: Callable[..., int] = args.run
     try:
-        return run(args, extra) if args.command == "ingest" else run(args)
+        return run(args, extra) if takes_extra else run(args)
     except user_errors() as e:
         print(f"mbt {args.command}: error: {e}", file=sys.stderr)
         return 2

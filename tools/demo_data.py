@@ -36,7 +36,7 @@ class DemoClip:
     volume: float
 
 
-def plan(num_per_class: int, seed: int = 0, noise_fraction: float = 0.2) -> list[DemoClip]:
+def plan(num_per_class: int, seed: int = 0, noise_fraction: float = 0.2, prefix: str = "") -> list[DemoClip]:
     """The clips to make, deterministic in `seed`."""
     rng = random.Random(seed)
     clips = []
@@ -46,7 +46,7 @@ def plan(num_per_class: int, seed: int = 0, noise_fraction: float = 0.2) -> list
             noisy = rng.random() < noise_fraction
             which = rng.choice(["video", "audio"]) if noisy else None
             clips.append(DemoClip(
-                name=f"{label}_{i:03d}", label=label, seconds=round(rng.uniform(2.0, 3.0), 2),
+                name=f"{prefix}{label}_{i:03d}", label=label, seconds=round(rng.uniform(2.0, 3.0), 2),
                 colour="0x808080" if which == "video" else COLOURS[colour],
                 pitch=None if which == "audio" else PITCHES[pitch] * rng.uniform(0.94, 1.06),
                 speed=(rng.uniform(-60, 60), rng.uniform(-40, 40)),
@@ -79,13 +79,17 @@ def ffmpeg_args(clip: DemoClip, out: Path, ffmpeg: str) -> list[str]:
 
 
 def make_demo_videos(folder: str | os.PathLike, num_per_class: int = 8, seed: int = 0,
-                     workers: int | None = None) -> Path:
-    """Write the clips and `manifest.csv` (path,start,end,labels) into `folder`; return the manifest."""
+                     workers: int | None = None, split: str = "train") -> Path:
+    """Write the clips and `SPLIT.csv` (path,start,end,labels) into `folder`; return the manifest.
+
+    Splits differ by seed and by file-name prefix (`validation_red_low_000.mp4`), so they never share
+    a clip; the train split keeps plain names and `manifest.csv`."""
     from pipelines.ffmpeg import ffmpeg_exe
 
     folder = Path(folder)
     (folder / "videos").mkdir(parents=True, exist_ok=True)
-    clips = plan(num_per_class, seed)
+    prefix = "" if split == "train" else f"{split}_"
+    clips = plan(num_per_class, seed, prefix=prefix)
     exe = ffmpeg_exe()
 
     def make(clip: DemoClip) -> None:
@@ -97,7 +101,7 @@ def make_demo_videos(folder: str | os.PathLike, num_per_class: int = 8, seed: in
 
     with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
         list(pool.map(make, clips))
-    manifest = folder / "manifest.csv"
+    manifest = folder / ("manifest.csv" if split == "train" else f"{split}.csv")
     with open(manifest, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["path", "start", "end", "labels"])

@@ -1,0 +1,97 @@
+"""Checkpoints of a run (orbax): parameters, optimiser state, step, and the input's position.
+
+A run directory holds `config.json` (the TrainConfig it was started with) and `checkpoints/<step>/`.
+Restarting in the same directory restores the latest complete checkpoint; orbax writes each one under
+a temporary name and renames it when whole, so a killed run never leaves a half checkpoint behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+from mbt.train_config import TrainConfig
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that does not fit this run; the message names the differing fields or parameters."""
+
+
+def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def config_dict(cfg: TrainConfig) -> dict[str, Any]:
+    return json.loads(json.dumps(dataclasses.asdict(cfg), default=list))
+
+
+class Checkpointer:
+    """Save / restore TrainState + input state under WORKDIR/checkpoints, keeping the newest `keep`."""
+
+    def __init__(self, workdir: str, cfg: TrainConfig, keep: int = 3):
+        self.workdir = workdir
+        self._check_config(cfg)
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+        self.manager = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")),
+                                             options=options)
+
+    def _check_config(self, cfg: TrainConfig) -> None:
+        """A run directory belongs to one model: refuse to resume with another model config."""
+        path = os.path.join(self.workdir, "config.json")
+        current = config_dict(cfg)
+        if os.path.exists(path):
+            with open(path) as f:
+                saved = json.load(f)
+            old, new = _flat(saved.get("model", {})), _flat(current["model"])
+            diff = [f"model.{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+                    if old.get(k) != new.get(k)]
+            if diff:
+                raise CheckpointError(f"{self.workdir} holds a run of a different model ({'; '.join(diff)}); "
+                                      f"use a new --workdir or the same model settings")
+        if jax.process_index() == 0:
+            with open(path, "w") as f:
+                json.dump(current, f, indent=1, sort_keys=True)
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def restore_latest(self, state):
+        """(state, input_state) of the latest checkpoint, or (state, None) when there is none."""
+        step = self.manager.latest_step()
+        if step is None:
+            return state, None
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+        try:
+            restored = self.manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract), input=ocp.args.JsonRestore()))
+        except (ValueError, KeyError) as e:
+            raise CheckpointError(f"checkpoint {step} in {self.workdir} does not fit this model: "
+                                  f"{str(e).splitlines()[0][:400]}") from None
+        return restored.state, (restored.input or None)
+
+    def save(self, step: int, state, input_state: dict | None) -> None:
+        self.manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state), input=ocp.args.JsonSave(input_state or {})), force=True)
+
+    def restore_params(self, step: int | None = None):
+        """Only the parameters of a checkpoint (latest by default), for evaluation."""
+        step = self.manager.latest_step() if step is None else step
+        if step is None:
+            raise CheckpointError(f"{self.workdir}: no checkpoint to evaluate; train first (mbt train)")
+        restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+        return restored.state["params"], step
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()

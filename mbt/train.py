@@ -1,0 +1,278 @@
+"""Train MBT from shards: data-parallel on every local (and, multi-host, every global) device.
+
+    mbt train --preset tiny --data demo_out/shards --workdir runs/tiny
+    mbt train --preset mbt_base_audioset --data gs://B/audioset --workdir gs://B/runs/as \
+        --run.vit_checkpoint=ViT-B_16.npz
+
+Reads top to bottom: mesh, input, model, update step, checkpoints, loop. The update step is the
+module-level `train_step(state, batch, rng, cfg)`; everything a run needs to continue after a kill
+(parameters, optimiser state, step, input position) is in its checkpoints, so a restarted run
+produces exactly the losses an uninterrupted one does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import os
+import signal
+import time
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from mbt.config import ModelConfig
+from mbt.model import MBT, init_params
+from mbt.train_config import TrainConfig, with_num_classes
+
+
+class TrainError(RuntimeError):
+    """A run that cannot go on (non-finite loss, incompatible checkpoint); the message says what to do."""
+
+
+# ---------------------------------------------------------------------------------------------------
+# Optimiser and loss.
+# ---------------------------------------------------------------------------------------------------
+def learning_rate(cfg: TrainConfig, total_steps: int, steps_per_epoch: int) -> optax.Schedule:
+    """Linear warm-up then cosine decay to 0; the peak is base_lr scaled by batch / 64."""
+    peak = cfg.optim.base_lr * cfg.input.batch_size / 64
+    warmup = min(int(round(cfg.optim.warmup_epochs * steps_per_epoch)), max(total_steps - 1, 0))
+    return optax.warmup_cosine_decay_schedule(0.0, peak, max(warmup, 1), max(total_steps, warmup + 1))
+
+
+def make_optimizer(cfg: TrainConfig, total_steps: int, steps_per_epoch: int) -> optax.GradientTransformation:
+    parts = []
+    if cfg.optim.grad_clip:
+        parts.append(optax.clip_by_global_norm(cfg.optim.grad_clip))
+    if cfg.optim.weight_decay:
+        parts.append(optax.add_decayed_weights(cfg.optim.weight_decay))
+    parts.append(optax.sgd(learning_rate(cfg, total_steps, steps_per_epoch), momentum=cfg.optim.momentum))
+    return optax.chain(*parts)
+
+
+def soft_targets(batch: dict, model: ModelConfig, smoothing: float) -> Any:
+    """Targets as probabilities (so that mixup can blend them): [B, C], or {verb, noun} for EPIC."""
+    def one_hot(labels, n):
+        t = jax.nn.one_hot(labels, n)
+        return t * (1 - smoothing) + smoothing / n
+
+    if model.head == "multilabel":
+        return batch["labels"].astype(jnp.float32)
+    if model.head == "multiclass":
+        return one_hot(batch["labels"], model.num_classes)
+    return {"verb": one_hot(batch["verb"], model.num_verb_classes),
+            "noun": one_hot(batch["noun"], model.num_noun_classes)}
+
+
+def mixup(batch: dict, targets: Any, rng: jax.Array, cfg: TrainConfig) -> tuple[dict, dict]:
+    """Mix each example with the batch's mirror image: (inputs, targets per modality).
+
+    One lambda ~ Beta(a, a) per batch, or with modality_mixup one per modality, each modality's
+    targets mixed by its own lambda (scenic's `mixmod`)."""
+    mods = cfg.model.modalities
+    alpha = cfg.optim.mixup_alpha
+    if not alpha:
+        return {m: batch[m] for m in mods}, {m: targets for m in mods}
+    n = len(mods) if cfg.optim.modality_mixup else 1
+    lams = jax.random.beta(rng, alpha, alpha, (n,))
+    inputs, per_mod = {}, {}
+    for i, m in enumerate(mods):
+        lam = lams[i % n]
+        inputs[m] = lam * batch[m] + (1 - lam) * batch[m][::-1]
+        per_mod[m] = jax.tree.map(lambda t: lam * t + (1 - lam) * t[::-1], targets)
+    return inputs, per_mod
+
+
+def example_loss(logits: Any, targets: Any, head: str) -> jax.Array:
+    """[B] loss of one modality's logits: BCE summed over classes, or CE (summed over EPIC's heads)."""
+    if head == "multilabel":
+        return optax.sigmoid_binary_cross_entropy(logits, targets).sum(-1)
+    if head == "multiclass":
+        return optax.softmax_cross_entropy(logits, targets)
+    return sum(optax.softmax_cross_entropy(logits[k], targets[k]) for k in ("verb", "noun"))
+
+
+def loss_fn(params, batch: dict, rng: jax.Array, cfg: TrainConfig):
+    """Mean over modalities of each modality's own loss, weighted by the batch mask (padding = 0)."""
+    mix_rng, dropout_rng = jax.random.split(rng)
+    targets = soft_targets(batch, cfg.model, cfg.optim.label_smoothing)
+    inputs, per_mod_targets = mixup(batch, targets, mix_rng, cfg)
+    _, inter = MBT(cfg.model).apply({"params": params}, inputs, train=True, rngs={"dropout": dropout_rng})
+    mask = batch["mask"].astype(jnp.float32)
+    losses = {m: (example_loss(inter["logits"][m], per_mod_targets[m], cfg.model.head) * mask).sum()
+              / jnp.maximum(mask.sum(), 1.0) for m in cfg.model.modalities}
+    loss = sum(losses.values()) / len(losses)
+    return loss, {f"loss_{m}": v for m, v in losses.items()}
+
+
+# ---------------------------------------------------------------------------------------------------
+# The update step.
+# ---------------------------------------------------------------------------------------------------
+class TrainState(flax.struct.PyTreeNode):
+    step: jax.Array
+    params: Any
+    opt_state: Any
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "total_steps", "steps_per_epoch"), donate_argnums=(0,))
+def train_step(state: TrainState, batch: dict, rng: jax.Array, *, cfg: TrainConfig, total_steps: int,
+               steps_per_epoch: int) -> tuple[TrainState, dict]:
+    """One SGD step on a (sharded) global batch; returns the new state and scalar metrics."""
+    tx = make_optimizer(cfg, total_steps, steps_per_epoch)
+    step_rng = jax.random.fold_in(rng, state.step)
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, step_rng, cfg)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {"loss": loss, **aux, "lr": learning_rate(cfg, total_steps, steps_per_epoch)(state.step),
+               "grad_norm": optax.global_norm(grads), "param_norm": optax.global_norm(params),
+               "update_norm": optax.global_norm(updates)}
+    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+
+def init_state(cfg: TrainConfig, total_steps: int, steps_per_epoch: int, rng: int) -> TrainState:
+    """Fresh parameters (or a ViT checkpoint in both streams) and optimiser state."""
+    params = init_params(cfg.model, rng)["params"]
+    if cfg.run.vit_checkpoint:
+        from mbt.vit_checkpoint import init_from_vit
+
+        params = init_from_vit({"params": params}, cfg.run.vit_checkpoint, cfg.model)["params"]
+    opt_state = make_optimizer(cfg, total_steps, steps_per_epoch).init(params)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The loop.
+# ---------------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class RunPlan:
+    """What the loop needs to know before the first step."""
+
+    cfg: TrainConfig
+    steps_per_epoch: int
+    total_steps: int
+    classes: list[str] | None
+
+
+def plan_run(cfg: TrainConfig, data: str, split: str = "train") -> RunPlan:
+    """Resolve the dataset-dependent parts of the config (classes, steps) and check everything fits."""
+    from shards import source
+
+    src = source.resolve(data, split=split, fmt=cfg.input.format)
+    index = src.index or {}
+    cfg = with_num_classes(cfg, index.get("classes")).check()
+    if cfg.input.batch_size % jax.device_count():
+        raise TrainError(f"input.batch_size={cfg.input.batch_size} is not divisible by the "
+                         f"{jax.device_count()} devices; pass --input.batch_size=<a multiple>")
+    samples = src.num_samples or index.get("num_samples")
+    steps_per_epoch = max(1, (samples or cfg.input.batch_size) // cfg.input.batch_size)
+    total = cfg.optim.steps or max(1, int(round(cfg.optim.epochs * steps_per_epoch)))
+    return RunPlan(cfg=cfg, steps_per_epoch=steps_per_epoch, total_steps=total,
+                   classes=index.get("classes"))
+
+
+def train(cfg: TrainConfig, data: str, workdir: str, *, eval_data: str | None = None,
+          split: str = "train", progress: bool = True) -> dict[str, Any]:
+    """Train (resuming from the latest checkpoint in `workdir`) and return the last metrics."""
+    from mbt.checkpoints import Checkpointer
+    from mbt.input import data_mesh, device_batches
+    from mbt.reports import MetricWriter, ProgressLine
+    from shards.stream import make_input
+
+    plan = plan_run(cfg, data, split)
+    cfg = plan.cfg
+    os.makedirs(workdir, exist_ok=True) if "://" not in workdir else None
+
+    # --- Mesh: every device, batch split over "data", parameters replicated.
+    mesh = data_mesh()
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+    # --- Model and checkpoints: restore the latest, else start fresh.
+    ckpt = Checkpointer(workdir, cfg, keep=cfg.run.keep_checkpoints)
+    state = init_state(cfg, plan.total_steps, plan.steps_per_epoch, cfg.run.seed)
+    state, input_state = ckpt.restore_latest(state)
+    state = jax.device_put(state, replicated)
+    start_step = int(state.step)
+
+    # --- Input: this host's slice of each global batch, placed on the mesh with a prefetch of 2.
+    batches = make_input(data, cfg.input, split=split, training=True, seed=cfg.run.seed, state=input_state)
+    feed = device_batches(batches, mesh)
+    rng = jax.random.key(cfg.run.seed + 1)
+
+    # --- Preemption: SIGTERM asks the loop to save and stop after the current step.
+    stop = {"requested": False}
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.update(requested=True))
+
+    writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
+    bar = ProgressLine(plan.total_steps, cfg.input.batch_size, enabled=progress and jax.process_index() == 0)
+    step_fn = functools.partial(train_step, cfg=cfg, total_steps=plan.total_steps,
+                                steps_per_epoch=plan.steps_per_epoch)
+    last: dict[str, Any] = {}
+    good_step = ckpt.latest_step()
+    wait = 0.0
+    try:
+        for step in range(start_step, plan.total_steps):
+            t0 = time.perf_counter()
+            batch = next(feed)
+            wait += time.perf_counter() - t0
+            state, metrics = step_fn(state, {k: v for k, v in batch.items() if k != "key"}, rng)
+            done = step + 1
+            if done % cfg.run.log_every == 0 or done == plan.total_steps or stop["requested"]:
+                last = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                if not math.isfinite(last["loss"]):
+                    raise TrainError(f"loss is {last['loss']} at step {done}; the last good checkpoint is "
+                                     f"step {good_step} in {workdir} (lower --optim.base_lr, or check the data)")
+                last.update(step=done, data_wait_s=round(wait, 3))
+                writer.write(done, last)
+                bar.update(done, last["loss"])
+                wait = 0.0
+            if done % cfg.run.checkpoint_every == 0 or done == plan.total_steps or stop["requested"]:
+                ckpt.save(done, state, feed.state())
+                good_step = done
+            if eval_data and cfg.run.eval_every and done % cfg.run.eval_every == 0 and done < plan.total_steps:
+                writer.write(done, evaluate_params(cfg, state.params, eval_data, cfg.run.eval_split)["fused"],
+                             prefix="eval/")
+            if stop["requested"]:
+                break
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        ckpt.close()
+        bar.close()
+    if eval_data and not stop["requested"]:
+        result = evaluate_params(cfg, state.params, eval_data, cfg.run.eval_split)
+        writer.write(int(state.step), result["fused"], prefix="eval/")
+        last["eval"] = result
+    writer.close()
+    return last
+
+
+def evaluate_params(cfg: TrainConfig, params, data: str, split: str, **kw) -> dict:
+    from mbt.evaluate import evaluate
+
+    return evaluate(cfg, params, data, split, **kw)
+
+
+def save_config(cfg: TrainConfig, path: str) -> None:
+    with open(path, "w") as f:
+        json.dump(dataclasses.asdict(cfg), f, indent=1, sort_keys=True, default=list)
+
+
+def load_config(path: str) -> TrainConfig:
+    """The TrainConfig a run saved (its checkpoints' meta)."""
+    from mbt.train_config import OptimConfig, RunConfig
+    from shards.stream import InputConfig
+
+    with open(path) as f:
+        d = json.load(f)
+
+    def build(kind, values):
+        hints = {f.name: f for f in dataclasses.fields(kind)}
+        return kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in hints})
+
+    return TrainConfig(model=build(ModelConfig, d["model"]), input=build(InputConfig, d["input"]),
+                       optim=build(OptimConfig, d["optim"]), run=build(RunConfig, d["run"]))

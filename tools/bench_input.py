@@ -1,0 +1,174 @@
+"""`mbt bench input`: the training input against decoding the same JPEGs and nothing else.
+
+The full input (shards.stream: read, shuffle, sample 8 frames, decode them, random resized crop to
+224, flip, colour jitter, normalise, SpecAugment, batch) runs in this process on one thread; every
+JPEG it decodes is recorded. The bound is the same decoder (shards.sampling.decode_jpeg) on exactly
+those JPEGs, nothing else. Their ratio is what the input adds to the decode it can't avoid. Then the
+same input runs with 1..N worker processes (torch DataLoader), batches delivered to this process, to
+show the scaling; and the cores needed to feed MBT-B/16 on one H200 at the planning figure of
+300 clips/s follow from the per-worker rate.
+
+Without --data it synthesises its shards in a temporary folder: 10 s clips of 25 fps Pillow JPEGs at
+256 px short side (a moving scene with sensor-like noise, ~q90, as `mbt ingest` writes them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default=None, help="shard spec or dataset folder (default: synthesise shards)")
+    p.add_argument("--split", default="train", help="split of a dataset folder")
+    p.add_argument("--format", default=None, help="webdataset or tfrecord (default: the data's)")
+    p.add_argument("--clips", type=int, default=16, help="clips to synthesise (without --data)")
+    p.add_argument("--frames", type=int, default=8, help="frames per example")
+    p.add_argument("--clip-seconds", type=float, default=8.0, help="window of the frames and spectrogram")
+    p.add_argument("--crop", type=int, default=224, help="crop size")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="measure 1..N worker processes")
+    p.add_argument("--seconds", type=float, default=8.0, help="measuring time per configuration")
+    p.add_argument("--target", type=float, default=300.0, help="clips/s to feed (MBT-B/16 on one H200)")
+
+
+def synthesise(folder: str, clips: int, seconds: float = 10.0, width: int = 455, height: int = 256) -> str:
+    """`clips` clips of `seconds` s at 25 fps in 4 .tar shards, with an index, as `mbt ingest` writes."""
+    import numpy as np
+    from PIL import Image
+
+    from shards.naming import shard_name
+    from shards.schema import Sample
+    from shards.webdataset_codec import write_webdataset
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:height, 0:width]
+    frames_per_clip, pool = round(25 * seconds), 25  # each clip cycles through 25 distinct frames
+    samples = []
+    for c in range(clips):
+        base = (np.stack([xx * 255 / width, yy * 255 / height, (xx + yy) * 127 / (width + height)], -1)
+                + rng.uniform(-60, 60, 3))
+        jpegs = []
+        for i in range(pool):
+            img = base.copy()
+            x0, y0 = int(40 + 12 * i + 7 * c) % (width - 80), int(30 + 5 * i) % (height - 80)
+            img[y0:y0 + 80, x0:x0 + 80] = rng.uniform(0, 255, 3)
+            img += rng.normal(0, 6, img.shape)
+            out = io.BytesIO()
+            Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(out, "JPEG", quality=90)
+            jpegs.append(out.getvalue())
+        mel = rng.normal(-5, 3, (round(100 * seconds), 128)).astype(np.float32)
+        samples.append(Sample(key=f"clip{c:04d}_0", frames=[jpegs[i % pool] for i in range(frames_per_clip)],
+                              melspec=mel, labels=[c % 10], label_text=[f"class{c % 10}"],
+                              meta={"start": 0.0, "end": seconds}))
+    shards = []
+    for s in range(4):
+        name = shard_name("train", s, 4, "webdataset")
+        with open(os.path.join(folder, name), "wb") as f:
+            write_webdataset(f, samples[s::4])
+        shards.append({"path": name, "shard": s, "samples": len(samples[s::4]),
+                       "bytes": os.path.getsize(os.path.join(folder, name))})
+    index = {"split": "train", "formats": ["webdataset"], "shards": {"webdataset": shards},
+             "num_samples": clips, "classes": [f"class{i}" for i in range(10)], "mel_mean": -5.0, "mel_std": 3.0}
+    with open(os.path.join(folder, "train.index.json"), "w") as f:
+        json.dump(index, f)
+    return folder
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU seconds (user + system) used so far by this process and the processes `pids`."""
+    me = time.process_time()
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        me += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return me
+
+
+def timed(it, seconds: float, batch_size: int, pids: list[int] = ()) -> tuple[float, float, int]:
+    """(samples per wall second, samples per CPU second, samples) of a batch iterator over ~`seconds`.
+
+    CPU time counts this process and the worker processes `pids`: it is what the input costs, whatever
+    else runs on the machine; wall time is what a trainer would see here."""
+    n, t0, c0 = 0, time.perf_counter(), cpu_seconds(pids)
+    while time.perf_counter() - t0 < seconds:
+        next(it)
+        n += batch_size
+    return n / (time.perf_counter() - t0), n / (cpu_seconds(pids) - c0), n
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from shards import sampling
+    from shards.stream import InputConfig, make_input
+
+    torch.set_num_threads(1)  # one worker = one core, here as in a DataLoader worker
+    tmp = None
+    spec = args.data
+    if spec is None:
+        tmp = tempfile.mkdtemp(prefix="mbt-bench-input-")
+        t0 = time.perf_counter()
+        spec = synthesise(tmp, args.clips)
+        print(f"synthesised {args.clips} clips of 10 s (25 fps, 455x256 JPEG q90) in "
+              f"{time.perf_counter() - t0:.1f} s: {tmp}")
+    try:
+        cfg = InputConfig(batch_size=args.batch_size, format=args.format, num_frames=args.frames,
+                          clip_seconds=args.clip_seconds, crop_size=args.crop, shuffle_buffer=16)
+        print(f"input: {args.frames} frames over {args.clip_seconds:g} s, random resized crop to {args.crop}, "
+              f"flip, colour jitter, SpecAugment, batches of {args.batch_size}")
+
+        # --- the full input on one core, recording every JPEG it decodes
+        decoded: list[bytes] = []
+        real = sampling.decode_jpeg
+        sampling.decode_jpeg = lambda data: (decoded.append(data), real(data))[1]
+        try:
+            it = make_input(spec, cfg, split=args.split, seed=0, process_index=0, process_count=1)
+            next(it), next(it)  # warm up: imports, first shard reads
+            decoded.clear()
+            wall, full, n = timed(it, args.seconds, args.batch_size)
+        finally:
+            sampling.decode_jpeg = real
+        frames = list(decoded)  # what the measured batches decoded (in-process: nothing read ahead)
+
+        # --- the bound: the same decoder on exactly the same JPEGs, nothing else
+        c0 = time.process_time()
+        for data in frames:
+            real(data)
+        bound = n / (time.process_time() - c0)
+        ratio = full / bound
+        print("rates per CPU second (one thread; robust to other load on the machine):")
+        print(f"  full input, 1 core:   {full:7.1f} samples/s  ({1000 / full:.1f} ms/sample; wall {wall:.1f}/s)")
+        print(f"  bound (decode only):  {bound:7.1f} samples/s  ({1000 / bound:.1f} ms/sample: {len(frames)} "
+              f"JPEGs, same decoder)")
+        print(f"  ratio:                {ratio:7.2f}  (input / bound; target >= 0.80)")
+
+        # --- 1..N worker processes, batches delivered to this process
+        print("worker processes (torch DataLoader), batches delivered here:")
+        print("  workers  samples/s (wall)  samples per CPU s  CPU ms/sample (workers + main)")
+        per_cpu = {}
+        for w in range(1, args.workers + 1):
+            wcfg = dataclasses.replace(cfg, num_workers=w)
+            with make_input(spec, wcfg, split=args.split, seed=0, process_index=0, process_count=1) as it:
+                for _ in range(3 * w):  # workers started and their first batches made
+                    next(it)
+                pids = [p.pid for p in getattr(it._loader, "_workers", [])]
+                rate, per_cpu[w], _ = timed(it, args.seconds, args.batch_size, pids)
+            print(f"  {w:7d}  {rate:16.1f}  {per_cpu[w]:17.1f}  {1000 / per_cpu[w]:8.1f}")
+
+        best = max(per_cpu.values())
+        print(f"to feed {args.target:g} clips/s (MBT-B/16 on one H200): {math.ceil(args.target / best)} cores "
+              f"at {best:.1f} samples per CPU second with workers ({math.ceil(args.target / full)} at the "
+              f"in-process rate)")
+        return 0
+    finally:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)

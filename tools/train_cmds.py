@@ -1,0 +1,71 @@
+"""`mbt train` and `mbt eval`: thin wrappers over mbt.train.train and mbt.evaluate.evaluate."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+D = argparse.ArgumentDefaultsHelpFormatter
+OVERRIDES = ("any --SECTION.FIELD=VALUE overrides the preset (sections: model, input, optim, run), "
+             "e.g. --model.fusion_layer=4 --input.batch_size=32 --optim.base_lr=0.1")
+
+
+def add_parsers(sub) -> None:
+    from mbt.train_config import PRESETS
+
+    p = sub.add_parser("train", help="train MBT on shards (resumes from the workdir's latest checkpoint)",
+                       formatter_class=D, epilog=OVERRIDES)
+    p.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
+    p.add_argument("--data", required=True, help="dataset folder (SPLIT.index.json) or a shard pattern")
+    p.add_argument("--split", default="train")
+    p.add_argument("--eval-data", help="evaluate on this dataset (split --run.eval_split) during/after")
+    p.add_argument("--workdir", required=True, help="checkpoints, config.json, metrics.jsonl, tensorboard/")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(run=run_train, takes_overrides=True)
+
+    p = sub.add_parser("eval", help="evaluate a run's latest checkpoint: fused and per-modality metrics",
+                       formatter_class=D)
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", default="validation")
+    p.add_argument("--test-windows", type=int, default=None, help="windows per clip (multi-clip test)")
+    p.add_argument("--json", action="store_true", help="print everything, per-class AP included")
+    p.set_defaults(run=run_eval)
+
+
+def run_train(args: argparse.Namespace, overrides: list[str]) -> int:
+    from mbt.train import train
+    from mbt.train_config import get_config
+
+    cfg = get_config(args.preset, overrides)
+    last = train(cfg, args.data, args.workdir, eval_data=args.eval_data, split=args.split,
+                 progress=not args.no_progress)
+    print(f"train: done at step {last.get('step')}, loss {last.get('loss', float('nan')):.4f}; "
+          f"checkpoints in {args.workdir}/checkpoints")
+    if "eval" in last:
+        print(format_eval(last["eval"]))
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from mbt.checkpoints import Checkpointer
+    from mbt.evaluate import evaluate
+    from mbt.train import load_config
+
+    cfg = load_config(f"{args.workdir}/config.json")
+    ckpt = Checkpointer(args.workdir, cfg)
+    params, step = ckpt.restore_params()
+    ckpt.close()
+    result = evaluate(cfg, params, args.data, args.split, test_windows=args.test_windows)
+    result["step"] = step
+    print(json.dumps(result, indent=1) if args.json else format_eval(result))
+    return 0
+
+
+def format_eval(result: dict) -> str:
+    lines = [f"eval: {result['clips']} clips x {result['windows']} windows"]
+    for name in ("fused", "rgb", "spectrogram"):
+        if name in result:
+            scores = ", ".join(f"{k} {v:.4f}" for k, v in result[name].items() if isinstance(v, float))
+            lines.append(f"  {name:<12} {scores}")
+    return "\n".join(lines)
