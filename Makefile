@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo_out
 
-.PHONY: setup test test-fast demo bench clean dataflow-image
+.PHONY: setup test test-fast demo bench clean dataflow-image worker-pool
 
 setup: $(STAMP)
 
@@ -35,7 +35,25 @@ bench: setup
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache
 
-# Dataflow worker image (needs a Docker engine; see README "Scaling out").
+# Dataflow worker image (needs a Docker engine; see README "Scaling out"). BuildKit reads
+# docker/Dockerfile.dataflow.dockerignore, which keeps .venv out of the build context.
 IMAGE ?= mbt-ingest:latest
-dataflow-image:
-	docker build -f docker/Dockerfile.dataflow -t $(IMAGE) .
+dataflow-image: requirements-worker.txt
+	DOCKER_BUILDKIT=1 docker build -f docker/Dockerfile.dataflow -t $(IMAGE) .
+
+# Beam's --requirements_file for workers: pyproject.toml's base dependencies, the one source of truth.
+requirements-worker.txt: pyproject.toml
+	@{ echo "# What an ingestion worker needs: pyproject.toml's base [project] dependencies, verbatim (no JAX/torch)."; \
+	  echo "# Regenerate with \`make requirements-worker.txt\`; tests/pipelines/test_dataflow_options.py checks that"; \
+	  echo "# the two agree. Pass it as --requirements_file=requirements-worker.txt together with"; \
+	  echo "# --setup_file=./setup.py (which ships this project's code), or bake both into the worker image"; \
+	  echo "# (docker/Dockerfile.dataflow)."; \
+	  $(PY) -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"], sep="\n")'; \
+	} > $@
+
+# An SDK worker pool for `mbt ingest --runner=PortableRunner --job_endpoint=embed
+# --environment_type=EXTERNAL --environment_config=localhost:$(PORT)`. It starts each worker as plain
+# `python`, so the venv goes first on PATH.
+PORT ?= 50000
+worker-pool: setup
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m apache_beam.runners.worker.worker_pool_main --service_port=$(PORT)

@@ -15,7 +15,6 @@ import functools
 from collections.abc import Mapping
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from mbt.config import MBTError, ModelConfig
@@ -48,32 +47,28 @@ def rgb_attention_maps(attention: jax.Array, config: ModelConfig, method: str = 
     offsets = token_offsets(config)
     cls = 1 if config.classifier == "token" else 0
     patches = slice(offsets["rgb"].start + cls, offsets["rgb"].stop)
+    attention = np.asarray(attention, np.float32)  # small enough for numpy, and no per-shape compiles
     total = attention.shape[-1]
 
     # One query vector per modality: its CLS row, or the mean of its token rows (GAP).
-    queries = []
-    for m in config.modalities:
-        q = jnp.zeros((total,), jnp.float32)
+    q = np.zeros((len(config.modalities), total), np.float32)
+    for i, m in enumerate(config.modalities):
         if cls:
-            q = q.at[offsets[m].start].set(1.0)
+            q[i, offsets[m].start] = 1.0
         else:
-            q = q.at[offsets[m]].set(1.0 / (offsets[m].stop - offsets[m].start))
-        queries.append(q)
-    q = jnp.broadcast_to(jnp.stack(queries), (attention.shape[1], len(queries), total))  # [B, M, N]
+            q[i, offsets[m]] = 1.0 / (offsets[m].stop - offsets[m].start)
+    mass = np.broadcast_to(q, (attention.shape[1],) + q.shape)  # [B, M, N]
 
     if method == "last":
-        mass = jnp.einsum("bmn,bnk->bmk", q, attention[-1])
+        mass = mass @ attention[-1]
     else:
         # Propagate the query rows down from the top layer: q @ A_L' @ ... @ A_1', never the N x N product.
-        eye = jnp.eye(total, dtype=jnp.float32)
-        mass = q
         for a in attention[::-1]:
-            a = 0.5 * a + 0.5 * eye
-            a = a / a.sum(axis=-1, keepdims=True)
-            mass = jnp.einsum("bmn,bnk->bmk", mass, a)
+            a = 0.5 * a + 0.5 * np.eye(total, dtype=np.float32)
+            mass = mass @ (a / a.sum(axis=-1, keepdims=True))
 
     t, h, w = config.rgb_grid
-    maps = np.asarray(mass[:, :, patches]).reshape(mass.shape[0], len(queries), t, h, w)
+    maps = mass[:, :, patches].reshape(mass.shape[0], len(config.modalities), t, h, w)
     if config.rgb_tokenizer == "tubelet":
         maps = np.repeat(maps, config.tubelet_frames, axis=2)
     return {m: maps[:, i] for i, m in enumerate(config.modalities)}

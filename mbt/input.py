@@ -11,6 +11,10 @@ host); `jax.make_array_from_process_local_data` assembles them into one array sh
 copy of the next batch overlaps the current step. Fields that are not numbers (`key`) stay on the
 host as numpy, host-local. `feed.state()` is the input state *after the last batch handed out*, not
 after the prefetched ones, so a checkpoint restores exactly to the step it was taken at.
+
+With InputConfig(rgb_uint8=True) the host ships raw uint8 pixels (a quarter of the bytes through
+worker shared memory and to the device) and the feed normalises them here, on the device, with the
+same ImageNet mean/std the host would have used.
 """
 
 from __future__ import annotations
@@ -31,7 +35,9 @@ def batch_sharding(mesh: Mesh, axis: str = "data") -> NamedSharding:
 
 
 def to_global(batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, Any]:
-    """One host's slice of a batch -> global jax.Arrays (numeric fields); other fields unchanged."""
+    """One host's slice of a batch -> global jax.Arrays (numeric fields); other fields unchanged.
+
+    uint8 `rgb` (InputConfig.rgb_uint8) arrives as float32, ImageNet-normalised on the device."""
     out: dict[str, Any] = {}
     for name, value in batch.items():
         value = np.asarray(value)
@@ -39,7 +45,17 @@ def to_global(batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str
             out[name] = jax.make_array_from_process_local_data(sharding, value)
         else:
             out[name] = value  # strings (keys): host-local, never on the device
+    if "rgb" in out and out["rgb"].dtype == np.uint8:
+        out["rgb"] = _normalize_rgb(out["rgb"])
     return out
+
+
+@jax.jit
+def _normalize_rgb(rgb: jax.Array) -> jax.Array:
+    from shards.augment import IMAGENET_MEAN, IMAGENET_STD
+
+    scale, offset = 1 / (255 * IMAGENET_STD), -IMAGENET_MEAN / IMAGENET_STD
+    return rgb.astype(np.float32) * scale + offset  # elementwise: keeps the batch sharding
 
 
 class DeviceFeed:

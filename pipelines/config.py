@@ -1,10 +1,14 @@
-"""The ingestion job's settings: one frozen dataclass, every field a command-line flag."""
+"""The ingestion job's settings: one frozen dataclass, every field a command-line flag; and the Beam
+pipeline options it runs under, checked before any work (runner flags, staged files, endpoints)."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
+import os
 import re
+from typing import Sequence
 
 from shards.naming import FORMATS, num_shards_for
 from shards.schema import MelParams
@@ -97,3 +101,172 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--full-videos", action="store_true",
                         help="AudioSet/VGGSound: the files are whole YouTube videos, not the 10 s segments")
     IngestConfig.add_arguments(parser)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Beam pipeline options: local defaults, and checks that fail before any work instead of mid-launch
+# ---------------------------------------------------------------------------------------------------
+LOCAL_RUNNERS = frozenset({"FnApiRunner", "DirectRunner", "BundleBasedDirectRunner"})  # in-process
+PORTABLE_RUNNERS = frozenset({"PortableRunner", "FlinkRunner", "SparkRunner"})  # Beam's job API
+DATAFLOW_REQUIRED = ("project", "region", "temp_location")
+REACH_TIMEOUT = 5.0  # seconds a job service or worker pool has to answer
+_KNOWN = {n.lower(): n for n in LOCAL_RUNNERS | PORTABLE_RUNNERS | {"DataflowRunner", "PrismRunner"}}
+
+
+def runner_name(runner: str | None) -> str:
+    """'DataflowRunner' for 'DataflowRunner', 'dataflow' or 'apache_beam...DataflowRunner' (as Beam
+    resolves them); unknown names unchanged."""
+    name = (runner or "").split(".")[-1]
+    key = name.lower() if name.lower().endswith("runner") else name.lower() + "runner"
+    return _KNOWN.get(key, name)
+
+
+def beam_options(beam_args: Sequence[str], output: str):
+    """Beam's PipelineOptions from the flags the job doesn't know, with local defaults filled in and
+    checked before any work. Returns (options, runner name: 'FnApiRunner', 'PortableRunner', ...).
+
+    No --runner: Beam's in-process FnApiRunner, one worker thread per core (never Beam's default, which
+    may pick Prism and download a binary). Raises IngestError naming the flag (DataflowRunner without
+    --project, a missing --setup_file, ...). Only looks at flags and files; `check_endpoints` is the
+    network half."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    args = list(beam_args)
+    given = {a.split("=", 1)[0] for a in args if a.startswith("--")}
+    if "--runner" not in given:
+        # ffmpeg does the heavy lifting in subprocesses, so threads are enough in one process.
+        args += ["--runner=FnApiRunner", f"--direct_num_workers={os.cpu_count() or 1}",
+                 "--direct_running_mode=multi_threading"]
+    options = PipelineOptions(args)
+    opts = options.get_all_options()
+    runner = runner_name(opts.get("runner"))
+    if runner == "PortableRunner" and not opts.get("job_endpoint"):
+        raise IngestError("--runner=PortableRunner needs --job_endpoint: 'embed' (the job service "
+                          "runs in this process) or HOST:PORT of a running job server")
+    if runner == "DataflowRunner":
+        _check_dataflow(opts, output)
+    _check_staged_files(options)
+    return options, runner
+
+
+def _check_dataflow(opts: dict, output: str) -> None:
+    """What DataflowRunner needs that Beam would otherwise discover late (or after creating a bucket)."""
+    missing = [f"--{k}" for k in DATAFLOW_REQUIRED if not opts.get(k)
+               and not (k == "temp_location" and opts.get("staging_location"))]
+    if missing:
+        raise IngestError(f"--runner=DataflowRunner needs {', '.join(missing)} (missing); e.g. "
+                          f"--project=MY_PROJECT --region=us-central1 --temp_location=gs://BUCKET/tmp")
+    for k in ("temp_location", "staging_location"):
+        if opts.get(k) and not str(opts[k]).startswith("gs://"):
+            raise IngestError(f"--{k}={opts[k]}: Dataflow needs a gs:// path")
+    if "://" not in output:
+        raise IngestError(f"--output {output}: Dataflow workers can't write to this machine's disk; "
+                          f"use a bucket path such as gs://BUCKET/shards")
+    image = opts.get("sdk_container_image") or opts.get("worker_harness_container_image")
+    if not (image or opts.get("setup_file") or opts.get("extra_packages")):
+        raise IngestError("--runner=DataflowRunner: the workers need this project's code; pass "
+                          "--sdk_container_image=IMAGE (docker/Dockerfile.dataflow) or "
+                          "--setup_file=./setup.py")
+    if not gcp_extras_installed():
+        raise IngestError("--runner=DataflowRunner needs Beam's GCP extras on this machine: "
+                          "pip install 'apache-beam[gcp]==2.77.0'")
+
+
+def gcp_extras_installed() -> bool:
+    """Whether Beam's GCP extras (Dataflow client, gs:// file system) can be imported here."""
+    try:
+        return all(importlib.util.find_spec(m) is not None for m in ("apitools", "google.cloud.storage"))
+    except ImportError:  # a parent package (google.cloud) is missing
+        return False
+
+
+def _check_staged_files(options) -> None:
+    """--setup_file / --requirements_file must exist (Beam stages them for the workers); the setup
+    file's path is made absolute, since Beam builds the package from its folder."""
+    from apache_beam.options.pipeline_options import SetupOptions
+
+    setup = options.view_as(SetupOptions)
+    if setup.setup_file:
+        if not os.path.isfile(setup.setup_file) or os.path.basename(setup.setup_file) not in (
+                "setup.py", "pyproject.toml"):
+            raise IngestError(f"--setup_file {setup.setup_file}: no such file; use this project's "
+                              f"setup.py, e.g. --setup_file=./setup.py")
+        setup.setup_file = os.path.abspath(setup.setup_file)
+    if setup.requirements_file and not os.path.isfile(setup.requirements_file):
+        raise IngestError(f"--requirements_file {setup.requirements_file}: no such file; this project's "
+                          f"is requirements-worker.txt")
+
+
+def check_endpoints(options, timeout: float = REACH_TIMEOUT) -> None:
+    """For Beam's job API (PortableRunner, Flink, Spark): the job server (unless embedded) and an
+    EXTERNAL worker pool must answer a harmless call within `timeout` s, else IngestError naming the
+    address. (A job handed to a pool that isn't there fails late, with pages of gRPC traceback; a
+    bare TCP connect is not proof, as any proxy on the port accepts it.)"""
+    opts = options.get_all_options()
+    if runner_name(opts.get("runner")) not in PORTABLE_RUNNERS:
+        return
+    job = opts.get("job_endpoint")
+    if job and job != "embed":
+        _ping(job, timeout, f"the job server at {job} (--job_endpoint)", _list_jobs)
+    if (opts.get("environment_type") or "").upper() == "EXTERNAL":
+        address = _external_address(opts)
+        if not address:
+            raise IngestError("--environment_type=EXTERNAL needs the worker pool's address: "
+                              "--environment_config=HOST:PORT")
+        port = address.rsplit(":", 1)[-1]
+        _ping(address, timeout, f"the SDK worker pool at {address} (--environment_config)",
+              _stop_no_worker,
+              f"; start one with `make worker-pool PORT={port}` (python -m "
+              f"apache_beam.runners.worker.worker_pool_main --service_port={port}, with the project's "
+              f"venv first on PATH)")
+
+
+def _external_address(opts: dict) -> str | None:
+    """The worker pool's HOST:PORT, as Beam reads it: --environment_config (plain or JSON {"url"}),
+    else --environment_options=external_service_address=..."""
+    config = (opts.get("environment_config") or "").strip()
+    if config.startswith("{"):
+        import json
+        try:
+            return json.loads(config).get("url")
+        except ValueError:
+            raise IngestError(f"--environment_config {config}: not valid JSON") from None
+    if config:
+        return config
+    for item in opts.get("environment_options") or []:
+        key, _, value = item.partition("=")
+        if key == "external_service_address":
+            return value
+    return None
+
+
+def _stop_no_worker(channel, timeout: float) -> None:
+    """Ask a worker pool to stop a worker it never started: a no-op that only a pool answers."""
+    from apache_beam.portability.api import beam_fn_api_pb2, beam_fn_api_pb2_grpc
+
+    stub = beam_fn_api_pb2_grpc.BeamFnExternalWorkerPoolStub(channel)
+    stub.StopWorker(beam_fn_api_pb2.StopWorkerRequest(worker_id="mbt-ingest-check"), timeout=timeout)
+
+
+def _list_jobs(channel, timeout: float) -> None:
+    """List a job server's jobs: read-only, answered by any Beam job service."""
+    from apache_beam.portability.api import beam_job_api_pb2, beam_job_api_pb2_grpc
+
+    beam_job_api_pb2_grpc.JobServiceStub(channel).GetJobs(beam_job_api_pb2.GetJobsRequest(),
+                                                          timeout=timeout)
+
+
+def _ping(address: str, timeout: float, what: str, call, hint: str = "") -> None:
+    """call(channel, timeout) on a gRPC channel to `address`; IngestError if it fails or times out."""
+    import grpc
+
+    if not re.fullmatch(r"\S+:\d+", address):
+        raise IngestError(f"{what}: {address!r} is not HOST:PORT")
+    try:
+        with grpc.insecure_channel(address) as channel:
+            call(channel, timeout)
+    except grpc.RpcError as e:
+        code = e.code()
+        reason = (f"no answer within {timeout:g} s" if code == grpc.StatusCode.DEADLINE_EXCEEDED
+                  else f"{code.name}: {(e.details() or '').splitlines()[0][:200]}")
+        raise IngestError(f"{what} is not reachable ({reason}){hint}") from None

@@ -21,6 +21,11 @@ one-frame showinfo probe detects, and then the clip is decoded from the file sta
 (`decoded_from_start`). A clip of d seconds has exactly round(25 d) frames and round(16000 d)
 samples (halves up): ffmpeg's own counts differ by a frame or a few hundred samples across sources
 and builds, so we cap and pad (repeat the last frame, append silence) and record both.
+
+Builds differ in what they print (Debian 12's 5.1 and imageio-ffmpeg's 9.x both must work): 5.1's
+input dump has no per-stream start times, so what decode_clip records about a late-starting stream
+comes from the run itself (the first video frame's and first audio sample's times, logged by
+one-frame showinfo/ashowinfo branches), never from the dump.
 """
 
 from __future__ import annotations
@@ -34,7 +39,8 @@ from typing import Any
 import numpy as np
 
 from pipelines.ffmpeg import (DecodeError, ExtraOutput, MediaInfo, check_input, classify_failure,
-                              ffmpeg_version, input_arg, parse_info, run_ffmpeg)
+                              ffmpeg_version, input_arg, local_copy, needs_local_copy, parse_info,
+                              run_ffmpeg)
 
 __all__ = ["DecodeError", "DecodedClip", "decode_clip", "decode_args", "split_jpegs", "jpeg_size",
            "FPS", "SAMPLE_RATE"]
@@ -312,7 +318,8 @@ def decode_clip(path: str | os.PathLike, start: float = 0.0, end: float | None =
     `-q:v jpeg_quality` (2 = best .. 31 = worst). Audio: 16 kHz mono float32 (any channel layout
     downmixed); a source without audio gives silence and has_audio=False. An end past the source end
     shortens the clip (recorded); `threads` is ffmpeg's decoder/filter/encoder threads per clip (1 suits
-    a job that already runs one clip per core).
+    a job that already runs one clip per core). `path` may be a URL: ffmpeg reads http(s) itself,
+    other schemes (gs://, s3://) are copied to a temporary local file through Beam's FileSystems.
 
     Raises DecodeError with reason missing_file, empty_file, unreadable, not_media, truncated,
     no_video_stream, no_video_frames, bad_range, start_past_end, too_short, too_long, too_large,
@@ -327,6 +334,14 @@ def decode_clip(path: str | os.PathLike, start: float = 0.0, end: float | None =
         raise DecodeError("bad_range", f"{path}: clip [{start}, {end}) is empty or negative")
     if end is not None and end - start > max_seconds:
         raise DecodeError("too_long", f"{path}: clip of {end - start:.3f} s is over max_seconds={max_seconds}")
+    if needs_local_copy(path):  # gs://, s3://: ffmpeg can't open it, Beam's FileSystems can
+        with local_copy(path) as local:
+            try:
+                return decode_clip(local, start, end, short_side=short_side, jpeg_quality=jpeg_quality,
+                                   max_seconds=max_seconds, max_pixels=max_pixels, timeout=timeout,
+                                   min_seconds=min_seconds, threads=threads)
+            except DecodeError as e:  # name the source, not the temporary copy
+                raise DecodeError(e.reason, e.detail.replace(local, path)) from None
     check_input(path)
 
     # ffmpeg stops after the requested length; to the end of the file, after max_seconds (+1 frame)

@@ -13,6 +13,7 @@ of its own run, so a clip costs one ffmpeg process, not a probe plus a decode.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
@@ -20,8 +21,9 @@ import re
 import selectors
 import shutil
 import subprocess
+import tempfile
 import time
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 
 class DecodeError(Exception):
@@ -88,6 +90,47 @@ def input_arg(path: str | os.PathLike) -> str:
     if is_url(path):
         return path
     return "file:" + os.path.abspath(path)
+
+
+# URL schemes ffmpeg opens itself (and seeks in, over HTTP range requests); any other (gs://, s3://,
+# hdfs://) is read through Beam's FileSystems into a local copy first
+FFMPEG_SCHEMES = ("http", "https", "file")
+
+
+def needs_local_copy(path: str | os.PathLike) -> bool:
+    """True for a URL ffmpeg can't open itself, e.g. a video in a bucket that a Dataflow worker reads."""
+    path = os.fspath(path)
+    return is_url(path) and path.split("://", 1)[0].lower() not in FFMPEG_SCHEMES
+
+
+@contextlib.contextmanager
+def local_copy(path: str) -> Iterator[str]:
+    """Copy `path` (gs://, s3://, any scheme Beam's FileSystems knows) to a temporary local file for
+    the duration of the `with`; DecodeError missing_file / unreadable when it can't be read.
+
+    One copy per clip: right for clip-sized sources (AudioSet, VGGSound); many clips of one long
+    video (EPIC) each fetch it whole, so stage such corpora on the workers' disk or an HTTP(S) URL."""
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
+
+    try:
+        exists = FileSystems.exists(path)
+    except Exception as e:  # noqa: BLE001 - no file system for the scheme (e.g. gs:// without GCP extras)
+        raise DecodeError("unreadable", f"{path}: {type(e).__name__}: {e}".splitlines()[0][:500]) from None
+    if not exists:
+        raise DecodeError("missing_file", f"{path}: no such object")
+    fd, tmp = tempfile.mkstemp(prefix="mbt-src-", suffix=os.path.splitext(path)[1][:16])
+    try:
+        with os.fdopen(fd, "wb") as out:
+            try:
+                with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as src:
+                    shutil.copyfileobj(src, out, 1 << 20)
+            except Exception as e:  # noqa: BLE001 - any storage error is this clip's failure
+                raise DecodeError("unreadable", f"{path}: {type(e).__name__}: {e}".splitlines()[0][:500]) \
+                    from None
+        yield tmp
+    finally:
+        os.unlink(tmp)
 
 
 def check_input(path: str | os.PathLike) -> None:
@@ -266,7 +309,7 @@ class VideoStreamInfo:
     fps: float | None  # average frame rate ('fps'), else the base rate ('tbr')
     rotation: int  # degrees clockwise to display it (as the `rotate` tag means); 0, 90, 180 or 270
     sar: float  # sample (pixel) aspect ratio; 1.0 when unknown
-    start: float | None  # stream start time in seconds, when ffmpeg prints it
+    start: float | None  # stream start time in seconds, when ffmpeg prints it (7.x+; 5.1 does not)
 
     @property
     def display_size(self) -> tuple[int | None, int | None]:
@@ -282,7 +325,7 @@ class AudioStreamInfo:
     sample_rate: int | None
     channels: int | None
     layout: str | None  # 'mono', 'stereo', '5.1(side)', ...
-    start: float | None
+    start: float | None  # as for video: only where ffmpeg prints it
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,7 +5,10 @@
 The manifest is read (and duplicate keys rejected) before the pipeline is built, so a bad manifest
 costs nothing. Every row ends as exactly one sample or one line of SPLIT.failures.jsonl; the index is
 written last, so a dataset with an index is a whole dataset. Runs on Beam's in-process FnApiRunner by
-default (one worker per core) and unchanged on any Beam runner (Dataflow, Flink, Spark).
+default (one worker per core) and unchanged on any Beam runner (Dataflow, Flink, Spark): the DoFns
+carry all they need in their pickled fields, so workers in other processes (Beam's portable runner
+with an external worker pool, tests/pipelines/test_portable_runner.py) write the same bytes. Runner
+flags are checked, and a job server or worker pool reached, before any work (pipelines.config).
 
     python -m pipelines.ingest --manifest M.csv --output DIR --format webdataset,tfrecord
 """
@@ -13,20 +16,16 @@ default (one worker per core) and unchanged on any Beam runner (Dataflow, Flink,
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
-import os
 import sys
 import time
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
-from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import progress
-from pipelines.config import IngestConfig, IngestError, add_arguments
+from pipelines.config import (LOCAL_RUNNERS, IngestConfig, IngestError, add_arguments, beam_options,
+                              check_endpoints)
 from pipelines.manifests import ClipSpec, Manifest, RowFailure, label_indices
 from pipelines.shard_io import write_shard, finalize_dataset
 from pipelines.stats import DatasetStatsFn, sample_stats
@@ -150,14 +149,9 @@ def build_pipeline(p: beam.Pipeline, manifest: Manifest, cfg: IngestConfig) -> N
     )
 
 
-
-
 # ---------------------------------------------------------------------------------------------------
 # Launching: options, runner defaults, summary.
 # ---------------------------------------------------------------------------------------------------
-LOCAL_RUNNERS = {"FnApiRunner", "DirectRunner", "BundleBasedDirectRunner"}
-
-
 def read_manifest_from_args(args: argparse.Namespace) -> Manifest:
     """Read the manifest named on the command line (probing durations only for --clip-seconds)."""
     from pipelines.manifests import read_manifest
@@ -177,25 +171,27 @@ def read_manifest_from_args(args: argparse.Namespace) -> Manifest:
                          duration_fn=duration_fn, split=args.corpus_split, trimmed=not args.full_videos)
 
 
-def pipeline_options(beam_args: list[str]) -> tuple[PipelineOptions, bool]:
-    """Beam options from the leftover flags; default to the in-process runner, one worker per core."""
-    args = list(beam_args)
-    if not any(a == "--runner" or a.startswith("--runner=") for a in args):
-        # Never Beam's default (it may pick Prism, which downloads a binary): the FnApiRunner runs in
-        # this process; ffmpeg does the heavy lifting in subprocesses, so threads are enough.
-        args += ["--runner=FnApiRunner", f"--direct_num_workers={os.cpu_count() or 1}",
-                 "--direct_running_mode=multi_threading"]
-    options = PipelineOptions(args)
-    runner = options.get_all_options().get("runner") or ""
-    return options, runner.split(".")[-1] in LOCAL_RUNNERS
+def check_worker_paths(manifest: Manifest, runner: str) -> None:
+    """A remote runner's workers can't read this machine's disk: on Dataflow every video is a URL."""
+    local = [s for s in manifest.specs if "://" not in s.path]
+    if runner == "DataflowRunner" and local:
+        raise IngestError(f"{len(local)} of {len(manifest.specs)} videos are on this machine (row "
+                          f"{local[0].row}: {local[0].path}), out of the Dataflow workers' reach; "
+                          f"copy them to a bucket and pass --video-root gs://BUCKET/videos")
 
 
-def run(manifest: Manifest, cfg: IngestConfig, beam_args: list[str] = (), *,
+def run(manifest: Manifest, cfg: IngestConfig, beam_args: Sequence[str] = (), *,
         show_progress: bool = True) -> dict[str, Any]:
-    """Run the job to completion and return its summary (also written into the index)."""
-    options, local = pipeline_options(list(beam_args))
+    """Run the job to completion and return its summary (also written into the index).
+
+    `beam_args` are Beam's own flags (--runner=..., ...); they are checked, and a job service or
+    worker pool they name is reached, before the job is submitted (IngestError otherwise)."""
+    options, runner = beam_options(beam_args, cfg.output)
+    check_worker_paths(manifest, runner)
+    check_endpoints(options)
     start = time.time()
-    reporter = progress.Reporter(len(manifest.specs), enabled=show_progress and local)
+    # Only an in-process runner's workers tick this process's counter; remote ones have their own UI.
+    reporter = progress.Reporter(len(manifest.specs), enabled=show_progress and runner in LOCAL_RUNNERS)
     with reporter:
         with beam.Pipeline(options=options) as p:
             build_pipeline(p, manifest, cfg)
@@ -243,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
 def run_from_args(args: argparse.Namespace, beam_args: list[str]) -> int:
     """Shared by `mbt ingest` and `python -m pipelines.ingest`."""
     cfg = IngestConfig.from_args(args)
+    check_endpoints(beam_options(beam_args, cfg.output)[0])  # bad flags, no worker pool: before any work
     manifest = read_manifest_from_args(args)
     summary = run(manifest, cfg, beam_args)
     print(format_summary(summary))

@@ -101,8 +101,9 @@ def read_stream(open_shard: Callable[[int], Iterable[Any]], num_shards: int, *, 
 
     `open_shard(shard_id)` iterates a shard's samples. `pos` is advanced before each yield, so between
     yields it says exactly what has been read. The by-sample split numbers samples across epochs, so
-    even a stream of a dataset smaller than the number of streams gets samples when training endlessly. A shard that fails part-way (ShardError) goes to
-    `on_bad_shard` — which counts it, or raises — and reading continues with the next shard.
+    even a stream of a dataset smaller than the number of streams gets samples when training
+    endlessly. A shard that fails part-way (ShardError) goes to `on_bad_shard` — which counts it, or
+    raises — and reading continues with the next shard.
     """
     while epochs is None or pos.epoch < epochs:
         order = shard_order(num_shards, seed=seed, epoch=pos.epoch, shuffle=shuffle)

@@ -98,9 +98,10 @@ def choose_windows(clip_frames: int, clip_rows: int, *, num_frames: int, clip_se
 
 def cut_spectrogram(mel: np.ndarray, window: Window) -> np.ndarray:
     """The window's rows of `mel`, silence where the clip has none: float32 [100 t, 128]."""
-    out = np.full((window.spec_rows, NUM_MEL_BINS), SILENCE, np.float32)
+    out = np.empty((window.spec_rows, NUM_MEL_BINS), np.float32)
     part = mel[window.spec_start:window.spec_start + window.spec_rows]
     out[:len(part)] = part
+    out[len(part):] = SILENCE
     return out
 
 

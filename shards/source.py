@@ -101,13 +101,14 @@ def open_shard(path: str) -> BinaryIO:
 
 def iter_shard(path: str, fmt: str) -> Iterator[LazySample]:
     """The samples of one shard, lazily decoded. Tar samples missing a member are yielded (and fail
-    when read) rather than ending the shard: one bad sample costs one sample."""
+    when read) rather than ending the shard: one bad sample costs one sample. From a local tar, a
+    sample's frames are read when asked for, so use each sample before taking the next."""
     from shards.tfrecord_codec import iter_tfrecord
     from shards.webdataset_codec import iter_webdataset
 
     with open_shard(path) as f:
-        if fmt == "webdataset":
-            yield from iter_webdataset(f, path, strict=False)
+        if fmt == "webdataset":  # a local file: read only the sampled frames' bytes (seek past the rest)
+            yield from iter_webdataset(f, path, strict=False, defer_frames=not is_url(path))
         else:
             yield from iter_tfrecord(f, path)
 

@@ -13,6 +13,9 @@ worker processes (`num_workers`), or in this process; the host takes their batch
 the order torch's DataLoader gives them, so both ways give the same batches. Both encodings go
 through the same Python pipeline (one JPEG decoder, one resize), which is why a `.tar` and a
 `.tfrecord` dataset give the same batch for the same seed; tf.data would decode differently.
+
+Worker processes start from a fork server (see `_start_method`), which imports the script that
+created them, as spawn does: guard a training script with `if __name__ == "__main__":`.
 """
 
 from __future__ import annotations
@@ -51,14 +54,14 @@ class InputConfig:
     test_windows: int = 1  # evaluation: N evenly spaced windows per clip (multi-clip test)
     # video augmentation (shards.augment); training only, except the centred eval crop
     crop_size: int = 224  # output frames are crop_size x crop_size
-    crop: str = "random_resized"  # "random_resized" (area x aspect) or "scale_jitter" (square)
+    crop: str = "scale_jitter"  # "scale_jitter" (square, as scenic's video configs) or "random_resized"
     crop_area: tuple[float, float] = (0.3, 1.0)  # random_resized: fraction of the frame's area
     crop_aspect: tuple[float, float] = (3 / 4, 4 / 3)  # random_resized: width / height
-    jitter_side: tuple[float, float] = (0.7, 1.0)  # scale_jitter: box side / short side
+    jitter_side: tuple[float, float] = (0.65, 1.0)  # scale_jitter: box side / short side (~ scale 0.9-1.33)
     eval_crop_fraction: float = 0.875  # eval: centred square of this fraction of the short side
     antialias: bool = False  # antialiased resize (slower); False is tf.image.resize's, as DMVR's
     flip: bool = True  # horizontal flip with probability 1/2
-    colour_jitter: bool = True  # brightness, contrast, saturation, hue (one colour matrix per clip)
+    colour_jitter: bool = False  # brightness, contrast, saturation, hue (one colour matrix per clip)
     brightness: float = 0.2  # factor in [1 - b, 1 + b]
     contrast: float = 0.2  # factor in [1 - c, 1 + c]
     saturation: float = 0.2  # factor in [1 - s, 1 + s]
@@ -73,6 +76,7 @@ class InputConfig:
     freq_mask_max: int = 48  # mel bins
     # normalisation
     normalize_rgb: bool = True  # (x/255 - ImageNet mean) / std; else x/255
+    rgb_uint8: bool = False  # ship raw uint8 pixels (4x less memory and transport); mbt.input normalises
     normalize_spectrogram: bool = True  # (x - mel_mean) / mel_std
     mel_mean: float | None = None  # None: the split's, from the index
     mel_std: float | None = None
@@ -81,7 +85,7 @@ class InputConfig:
     labels: str = "multi_hot"  # "multi_hot" [B,C] f32 | "class_index" [B] i32 | "verb_noun" (EPIC)
     num_classes: int | None = None  # None: the index's vocabulary size
     # order and workers
-    shuffle_buffer: int = 256  # samples per stream's shuffle buffer (training)
+    shuffle_buffer: int = 256  # examples per stream's shuffle buffer (training; ~0.7 MB each at defaults)
     epochs: int | None = None  # None: endless when training, 1 for evaluation
     num_workers: int = 0  # loader streams per host; 0: one stream in this process
     worker_processes: bool = True  # False: run the num_workers streams in this process (same batches)
@@ -110,6 +114,8 @@ class InputConfig:
             (self.epochs is None or self.epochs >= 1, "epochs must be >= 1 or None"),
             (self.num_workers >= 0 and self.prefetch >= 1, "num_workers >= 0 and prefetch >= 1"),
             (self.on_error in (None, "skip", "raise"), "on_error must be skip or raise"),
+            (self.normalize_rgb or not self.rgb_uint8,
+             "rgb_uint8 ships raw pixels that mbt.input normalises with ImageNet mean/std: keep normalize_rgb"),
         ]
         bad = [msg for ok, msg in checks if not ok]
         if bad:
@@ -123,7 +129,8 @@ class InputConfig:
 # ------------------------------------------------------------------------------------------ presets
 
 def audioset_input() -> InputConfig:
-    """AudioSet (multi-label, 527 classes): 8 frames over 8 s, 800 x 128 spectrogram, 224 crops."""
+    """AudioSet (multi-label, 527 classes): 8 frames over 8 s, 800 x 128 spectrogram, 224 crops with
+    scale jitter and flips, SpecAugment; no colour augmentation (as scenic's video configs)."""
     return InputConfig()
 
 
@@ -190,10 +197,13 @@ def collate(examples: Sequence[dict], *, batch_size: int, cfg: InputConfig, num_
             alloc: Callable[[tuple, Any], np.ndarray] = np.empty) -> dict[str, np.ndarray]:
     """Examples -> one batch dict of fixed shapes; slots past len(examples) are zeros with mask 0."""
     n, size = len(examples), cfg.crop_size
-    rgb = alloc((batch_size, cfg.num_frames, size, size, 3), np.float32)
+    rgb = alloc((batch_size, cfg.num_frames, size, size, 3), np.uint8 if cfg.rgb_uint8 else np.float32)
     spec = alloc((batch_size, cfg.spectrogram_rows, NUM_MEL_BINS), np.float32)
     for i, ex in enumerate(examples):
-        augment.normalize_rgb(ex["rgb"], out=rgb[i], imagenet=cfg.normalize_rgb)
+        if cfg.rgb_uint8:
+            rgb[i] = ex["rgb"]
+        else:
+            augment.normalize_rgb(ex["rgb"], out=rgb[i], imagenet=cfg.normalize_rgb)
         spec[i] = ex["spectrogram"]
     rgb[n:], spec[n:] = 0, 0
     ints = lambda name: np.array([ex[name] for ex in examples] + [0] * (batch_size - n), np.int32)
@@ -316,7 +326,7 @@ class _Stream:
     def _check_progress(self) -> None:
         if self.plan.epochs is None and self.pos.epoch > self.last_good_epoch + 1:
             raise ShardError(f"loader stream {self.stream}: no usable sample in a whole epoch of "
-                             f"{self.plan.source.spec} ({sum(self.counts.values())} skipped; see the "
+                             f"{self.plan.source.spec} ({_skipped(self.counts)} skipped; see the "
                              f"warnings): the shards are corrupt or the config does not fit them")
 
     def _restore_buffer(self, refs: list[list[int]]) -> list[dict]:
@@ -418,6 +428,10 @@ class InputIterator:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _skipped(counts: dict[str, int]) -> int:
+    return sum(v for k, v in counts.items() if k.startswith("bad_"))
 
 
 def _fresh_state() -> dict[str, Any]:

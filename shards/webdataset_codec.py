@@ -160,8 +160,41 @@ def _pax_records(data: bytes, shard: str, offset: int) -> dict[str, str]:
     return records
 
 
-def iter_tar_members(fileobj: BinaryIO, shard: str) -> Iterator[tuple[str, bytes]]:
-    """(name, data) of each plain-file member of a tar stream, strictly checked; reads sequentially."""
+class DeferredMember:
+    """A member's bytes left in a seekable file: len() and slices read only the bytes asked for.
+
+    Made by iter_tar_members(defer=...); valid while the archive is being iterated (file open)."""
+
+    def __init__(self, fileobj: BinaryIO, start: int, size: int, shard: str, name: str):
+        self.fileobj, self.start, self.size, self.shard, self.name = fileobj, start, size, shard, name
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, item: slice) -> bytes:
+        start, stop, step = item.indices(self.size)
+        if step != 1:
+            raise ValueError("a deferred member is read in contiguous slices only")
+        if getattr(self.fileobj, "closed", False):
+            raise ShardError(f"shard {self.shard}: {self.name} read after the shard's iteration ended; "
+                             f"with defer_frames, read a sample's frames while iterating")
+        here = self.fileobj.tell()
+        try:
+            self.fileobj.seek(self.start + start)
+            data = _read_exact(self.fileobj, max(0, stop - start))
+        finally:
+            self.fileobj.seek(here)
+        if len(data) < stop - start:
+            raise ShardError(f"shard {self.shard}: truncated inside member {self.name!r}; the file is "
+                             f"incomplete - {_FIX}")
+        return data
+
+
+def iter_tar_members(fileobj: BinaryIO, shard: str, defer: bytes | None = None) -> Iterator[tuple[str, bytes]]:
+    """(name, data) of each plain-file member of a tar stream, strictly checked; reads sequentially.
+
+    defer=b".mjpeg" (seekable files only): members whose name ends so are not read but yielded as a
+    DeferredMember, so a loader reads just the slices (frames) it uses."""
     offset, long_name, pax = 0, None, {}
     while True:
         header = _read_exact(fileobj, _BLOCK)
@@ -187,12 +220,18 @@ def iter_tar_members(fileobj: BinaryIO, shard: str) -> Iterator[tuple[str, bytes
         if not 0 <= size <= MAX_MEMBER_BYTES:
             raise ShardError(f"shard {shard}: corrupt tar header at byte {offset} (member size {size}); "
                              f"{_FIX}")
-        data = _read_exact(fileobj, size)
-        pad = _read_exact(fileobj, -size % _BLOCK)
-        if len(data) < size or len(pad) < -size % _BLOCK:
-            raise ShardError(f"shard {shard}: truncated inside member {name.decode('utf-8', 'replace')!r} "
-                             f"(header at byte {offset}); the file is incomplete - {_FIX}")
-        offset += _BLOCK + size + len(pad)
+        final = pax["path"].encode("utf-8") if "path" in pax else long_name if long_name is not None else name
+        if defer is not None and typeflag in (b"0", b"\x00") and final.endswith(defer):
+            # (a cut inside it shows as a truncated header next: the sample's .mel.npy follows it)
+            data = DeferredMember(fileobj, fileobj.tell(), size, shard, final.decode("utf-8", "replace"))
+            fileobj.seek(size + -size % _BLOCK, 1)
+        else:
+            data = _read_exact(fileobj, size)
+            pad = _read_exact(fileobj, -size % _BLOCK)
+            if len(data) < size or len(pad) < -size % _BLOCK:
+                raise ShardError(f"shard {shard}: truncated inside member {name.decode('utf-8', 'replace')!r} "
+                                 f"(header at byte {offset}); the file is incomplete - {_FIX}")
+        offset += _BLOCK + size + -size % _BLOCK
         if typeflag == b"x":  # pax extended header for the next member (long names)
             pax = _pax_records(data, shard, offset)
             continue
@@ -291,14 +330,17 @@ def _tiles(offsets: list[int], lengths: list[int], total: int) -> bool:
     return len(offsets) == len(lengths) and pos == total
 
 
-def iter_webdataset(fileobj: BinaryIO, shard: str, strict: bool = True) -> Iterator[TarSample]:
+def iter_webdataset(fileobj: BinaryIO, shard: str, strict: bool = True,
+                    defer_frames: bool = False) -> Iterator[TarSample]:
     """The samples of a tar shard, in order, as lazily decoded TarSamples; ShardError on anything amiss.
 
-    strict=False (the training input's choice) yields a sample that lacks a member instead of raising,
-    so the rest of the shard stays readable; reading its fields then raises ShardError naming it.
+    The training input's choices: strict=False yields a sample that lacks a member instead of raising,
+    so the rest of the shard stays readable (reading its fields then raises ShardError naming it);
+    defer_frames=True (a seekable file) reads from KEY.mjpeg only the frames asked for, while the
+    shard is being iterated, instead of the whole clip.
     """
     key, members, seen, index = None, {}, set(), 0
-    for name, data in iter_tar_members(fileobj, shard):
+    for name, data in iter_tar_members(fileobj, shard, defer=b".mjpeg" if defer_frames else None):
         k, suffix = check_member_name(name, shard)
         if k != key:
             if members:

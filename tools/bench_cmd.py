@@ -1,4 +1,4 @@
-"""`mbt bench ingest|input`: each stage's speed against its physical bound, measured in the same run."""
+"""`mbt bench ingest|input|train`: each stage's speed against its physical bound, measured in the same run."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ import argparse
 def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="benchmarks: each stage against its bound, measured in the same run")
     stages = p.add_subparsers(dest="stage", required=True, metavar="STAGE")
-    from tools import bench_ingest, bench_input
+    from tools import bench_ingest, bench_input, bench_train
 
     for name, module, help_ in (
             ("ingest", bench_ingest, "the Beam job vs bare ffmpeg doing the same decode"),
-            ("input", bench_input, "the training input vs decoding the same JPEGs and nothing else")):
+            ("input", bench_input, "the training input vs decoding the same JPEGs and nothing else"),
+            ("train", bench_train, "train step time, clips/s, FLOP/s and MFU of tiny and B/16; data wait")):
         s = stages.add_parser(name, help=help_, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         module.add_arguments(s)
         s.set_defaults(run=module.run)

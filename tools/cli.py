@@ -15,7 +15,7 @@ import argparse
 import sys
 from typing import Callable, Sequence
 
-from tools import bench_cmd, data_cmds, demo_cmd, flops_cmd, ingest_cmd, train_cmds
+from tools import bench_cmd, data_cmds, demo_cmd, flops_cmd, ingest_cmd, report_cmd, table1, train_cmds
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     flops_cmd.add_parser(sub)
     bench_cmd.add_parser(sub)
     demo_cmd.add_parser(sub)
+    report_cmd.add_parser(sub)
+    table1.add_parser(sub)
     return parser
 
 

@@ -43,7 +43,8 @@ def test_batches_become_global_arrays_sharded_over_data():
     host = Counting(1, batch=2 * n)
     batch = to_global(next(host), batch_sharding(mesh))
     assert isinstance(batch["rgb"], jax.Array) and batch["rgb"].shape == (2 * n, 2, 3)
-    assert batch["rgb"].sharding.is_equivalent_to(jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data")), 3)
+    expected = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+    assert batch["rgb"].sharding.is_equivalent_to(expected, 3)
     assert isinstance(batch["key"], np.ndarray) and batch["key"][0] == "k1_0"  # keys stay on the host
     np.testing.assert_array_equal(np.asarray(batch["labels"]), np.arange(2 * n) + 10)
 
@@ -81,6 +82,15 @@ def test_feeds_make_input_batches(tmp_path):
     batch = next(feed)
     assert batch["rgb"].shape == (2 * n, 2, 16, 16, 3) and batch["spectrogram"].shape == (2 * n, 100, 128)
     assert feed.state()["batches"] == 1
+
+
+def test_uint8_rgb_is_normalised_on_the_device():
+    from shards.augment import normalize_rgb
+
+    pixels = np.random.default_rng(0).integers(0, 256, (2 * len(jax.devices()), 2, 4, 4, 3), dtype=np.uint8)
+    batch = to_global({"rgb": pixels, "mask": np.ones(len(pixels), np.float32)}, batch_sharding(data_mesh()))
+    assert batch["rgb"].dtype == np.float32 and batch["rgb"].sharding.spec == jax.sharding.PartitionSpec("data")
+    np.testing.assert_allclose(np.asarray(batch["rgb"]), normalize_rgb(pixels), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ import pytest
 
 from shards import source
 from shards.errors import ShardError
-from shards.webdataset_codec import _member_header, encode_members
+from shards.webdataset_codec import DeferredMember, _member_header, encode_members
 
 
 def names(src) -> list[str]:
@@ -96,3 +96,22 @@ def test_write_dataset_helper_round_trips(tmp_path, make_clip, make_dataset):
     src = source.resolve(folder)
     assert sum(src.counts) == 2
     assert [os.path.getsize(p) for p in src.paths] == [s["bytes"] for s in src.index["shards"]["webdataset"]]
+
+
+def test_local_tar_frames_are_read_only_when_asked_for(dataset, make_clips, tmp_path):
+    path = source.resolve(dataset).paths[1]
+    originals = {s.key: s for s in make_clips(20)}
+    seen = 0
+    for lazy in source.iter_shard(path, "webdataset"):
+        assert isinstance(lazy._members["mjpeg"], DeferredMember)  # left in the file, not read
+        assert lazy.frames([3, 0]) == [originals[lazy.key].frames[3], originals[lazy.key].frames[0]]
+        assert lazy.to_sample().equals(originals[lazy.key])
+        seen += 1
+    assert seen == source.resolve(dataset).counts[1]
+    with pytest.raises(ShardError, match="read after the shard's iteration ended"):
+        lazy.frame(0)
+    cut = tmp_path / "train-00000-of-00001.tar"
+    data = open(path, "rb").read()
+    cut.write_bytes(data[:6000])  # inside the first sample's .mjpeg
+    with pytest.raises(ShardError, match=r"train-00000-of-00001\.tar: truncated"):
+        list(source.iter_shard(str(cut), "webdataset"))

@@ -106,7 +106,7 @@ def test_resume_of_a_finite_evaluation_with_multi_clip_windows(dataset, small_in
 
 
 def test_tar_and_tfrecord_give_the_same_batches(dataset, small_input):
-    cfg = small_input(colour_prob=1.0, grayscale_prob=0.5, async_spectrogram=True)
+    cfg = small_input(colour_jitter=True, colour_prob=1.0, grayscale_prob=0.5, async_spectrogram=True)
     tar = take(make_input(dataset, cfg, seed=11, process_index=0, process_count=1), 6)
     tfr = take(make_input(dataset, InputConfig(**{**cfg.__dict__, "format": "tfrecord"}), seed=11,
                           process_index=0, process_count=1), 6)

@@ -1,0 +1,320 @@
+"""The report of a trained run: per-class AP of fused vs audio-only vs video-only, and attention maps.
+
+    mbt report runs/tiny --data demo_out/shards --split validation
+
+writes into RUN/report/:
+- `per_class_ap.csv`: class, AP of the fused logits, of the spectrogram's own logits (audio-only), of the
+  RGB logits (video-only), and the number of positives; multiclass labels count as one-hot.
+- `per_class_ap.png`: those APs per class, sorted by fused AP (the paper's per-class analysis). With
+  more than `max_classes` classes it shows the ones where fusion gains most over audio alone.
+- `attention_<key>.png`: the CLS -> RGB attention of each modality over the clip's frames (paper, Fig. 6),
+  by rollout (under bottleneck fusion the spectrogram CLS reaches the frames only through other tokens).
+- `summary.json`: step, split, clips, the headline metrics of every prediction, and the files written.
+
+"Audio-only" and "video-only" here are the one fused model's per-modality logits, as the paper's
+per-class figure reads them; models trained on one modality alone are Table 1's business.
+A verb_noun (EPIC) run gets verb / noun / action accuracy per prediction and no per-class AP.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from typing import Any
+
+import numpy as np
+
+from mbt.train_config import TrainConfig
+
+# Column name in the CSV for each prediction; the model's per-modality logits are what each modality
+# alone would say.
+COLUMNS = {"fused": "ap_fused", "spectrogram": "ap_audio_only", "rgb": "ap_video_only"}
+LABELS = {"fused": "fused (audio + video)", "spectrogram": "audio only", "rgb": "video only"}
+STREAMS = {"rgb": "RGB", "spectrogram": "spectrogram"}
+COLOURS = {"fused": "#2b6cb0", "spectrogram": "#d69e2e", "rgb": "#c53030"}
+
+
+def load_run(workdir: str, step: int | None = None) -> tuple[TrainConfig, Any, int]:
+    """(config, params, step) of a run directory's latest (or given) checkpoint."""
+    from mbt.checkpoints import Checkpointer
+    from mbt.train import load_config
+
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} does not exist: is {workdir} a run directory of `mbt train`?")
+    cfg = load_config(path)
+    ckpt = Checkpointer(workdir, cfg)
+    try:
+        params, step = ckpt.restore_params(step)
+    finally:
+        ckpt.close()
+    return cfg, params, step
+
+
+def write_report(workdir: str, data: str, split: str = "validation", *, out: str | None = None,
+                 clips: int = 4, method: str = "rollout", test_windows: int | None = None,
+                 max_classes: int = 40) -> dict[str, Any]:
+    """Evaluate the run's latest checkpoint on `data`/`split` and write the report; returns the summary."""
+    from mbt.evaluate import predict, score
+    from shards import source
+
+    cfg, params, step = load_run(workdir)
+    out = out or os.path.join(workdir, "report")
+    os.makedirs(out, exist_ok=True)
+    pred = predict(cfg, params, data, split, test_windows=test_windows)
+    head = cfg.model.head
+    scores = {name: score(logits, pred["labels"], head) for name, logits in pred["logits"].items()}
+    summary: dict[str, Any] = {"run": workdir, "step": step, "data": data, "split": split, "head": head,
+                               "clips": len(pred["keys"]), "windows": pred["windows"],
+                               "modalities": list(cfg.model.modalities), "files": []}
+    summary["metrics"] = {name: {k: v for k, v in s.items() if isinstance(v, float)}
+                          for name, s in scores.items()}
+
+    if head != "verb_noun":
+        classes = _class_names(source.resolve(data, split=split, fmt=cfg.input.format).index,
+                               cfg.model.num_classes)
+        targets = _targets(pred["labels"], head, cfg.model.num_classes)
+        ap = {name: np.asarray(s["per_class_ap"], np.float64) for name, s in scores.items()}
+        rows = per_class_rows(classes, ap, targets.sum(0))
+        summary["files"].append(write_csv(rows, os.path.join(out, "per_class_ap.csv")))
+        summary["files"].append(plot_per_class_ap(rows, os.path.join(out, "per_class_ap.png"),
+                                                  max_classes=max_classes, title=_title(cfg, step, split)))
+        summary["mean_ap"] = {name: _nanmean(a) for name, a in ap.items()}
+    else:
+        classes = None
+
+    if "rgb" in cfg.model.modalities:
+        summary["files"] += attention_figures(cfg, params, data, split, out, clips=clips, method=method,
+                                              classes=classes, prediction=pred)
+    else:
+        summary["attention"] = "skipped: the model has no rgb stream"
+    summary["files"] = [os.path.basename(f) for f in summary["files"]]
+    with open(os.path.join(out, "summary.json"), "w") as f:
+        json.dump(_no_nan(summary), f, indent=1, default=_json_default)
+    summary["out"] = out
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------------
+# Per-class AP.
+# ---------------------------------------------------------------------------------------------------
+def per_class_rows(classes: list[str], ap: dict[str, np.ndarray], positives: np.ndarray) -> list[dict]:
+    """One dict per class: name, AP of each prediction (NaN: no positive, or modality absent), positives."""
+    rows = []
+    for c, name in enumerate(classes):
+        row: dict[str, Any] = {"class": name}
+        for pred, column in COLUMNS.items():
+            row[column] = float(ap[pred][c]) if pred in ap else float("nan")
+        row["positives"] = int(positives[c])
+        rows.append(row)
+    return rows
+
+
+def write_csv(rows: list[dict], path: str) -> str:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["class", *COLUMNS.values(), "positives"])
+        w.writeheader()
+        for row in rows:
+            w.writerow({k: ("" if isinstance(v, float) and np.isnan(v) else
+                            f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()})
+    return path
+
+
+def plot_per_class_ap(rows: list[dict], path: str, *, max_classes: int = 40, title: str = "") -> str:
+    """Per-class AP of each prediction as grouped horizontal bars, sorted by fused AP (best on top)."""
+    plt = _pyplot()
+    rows = [r for r in rows if r["positives"] > 0]
+    preds = [p for p, col in COLUMNS.items() if any(not np.isnan(r[col]) for r in rows)]
+    note = ""
+    if len(rows) > max_classes:  # the paper's view: where adding video helps the audio model most
+        gain = lambda r: np.nan_to_num(r["ap_fused"] - r.get("ap_audio_only", np.nan), nan=-1.0)  # noqa: E731
+        rows = sorted(rows, key=gain, reverse=True)[:max_classes]
+        note = f" ({max_classes} classes with the largest gain over audio only)"
+    rows = sorted(rows, key=lambda r: np.nan_to_num(r["ap_fused"], nan=-1.0))
+    n, width = len(rows), 0.8 / max(len(preds), 1)
+    fig, ax = plt.subplots(figsize=(7.5, 1.2 + 0.32 * n * max(1, len(preds)) ** 0.5))
+    y = np.arange(n)
+    for i, p in enumerate(preds):
+        vals = [np.nan_to_num(r[COLUMNS[p]]) for r in rows]
+        ax.barh(y + (i - (len(preds) - 1) / 2) * width, vals, height=width, color=COLOURS[p], label=LABELS[p])
+    ax.set_yticks(y, [r["class"] for r in rows], fontsize=8)
+    ax.set_xlim(0, 1.0)
+    ax.set_xlabel("average precision")
+    ax.set_title((title + note) or "per-class AP", fontsize=9)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12 - 2.0 / (n + 8)), ncol=len(preds), fontsize=8,
+              frameon=False)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------
+# Attention maps (Fig. 6).
+# ---------------------------------------------------------------------------------------------------
+def attention_figures(cfg: TrainConfig, params, data: str, split: str, out: str, *, clips: int = 4,
+                      method: str = "rollout", classes: list[str] | None = None,
+                      prediction: dict | None = None) -> list[str]:
+    """One PNG per clip: its frames (the eval input's centred crop), overlaid with each modality's
+    CLS -> RGB attention. Clips are picked to cover as many labels as possible."""
+    from mbt.attention_maps import cls_attention_to_rgb
+
+    chosen = _pick_clips(cfg, data, split, clips)
+    if not chosen:
+        return []
+    inputs = {m: np.stack([c[m] for c in chosen]) for m in cfg.model.modalities}
+    maps = cls_attention_to_rgb(cfg.model, {"params": params}, inputs, method)
+    fused = None
+    if prediction is not None and cfg.model.head != "verb_noun":
+        rows = {k: i for i, k in enumerate(prediction["keys"])}
+        fused = prediction["logits"]["fused"]
+    paths = []
+    for i, clip in enumerate(chosen):
+        frames = unnormalize(clip["rgb"], imagenet=cfg.input.normalize_rgb)
+        truth = _label_text(clip["label"], classes)
+        guess = None
+        if fused is not None and clip["key"] in rows:
+            guess = _label_text(int(np.argmax(fused[rows[clip["key"]]])), classes)
+        path = os.path.join(out, f"attention_{_safe(clip['key'])}.png")
+        plot_attention(frames, {m: maps[m][i] for m in maps}, path,
+                       title=f"{clip['key']}   label: {truth}" + (f"   predicted: {guess}" if guess else "")
+                       + f"   ({method})")
+        paths.append(path)
+    return paths
+
+
+def plot_attention(frames: np.ndarray, maps: dict[str, np.ndarray], path: str, title: str = "") -> str:
+    """frames uint8 [F, S, S, 3]; maps {modality: [F, h, w]} -> a grid: frames, then one row per map."""
+    plt = _pyplot()
+    f = frames.shape[0]
+    fig, axes = plt.subplots(1 + len(maps), f, figsize=(1.9 * f, 2.0 * (1 + len(maps))), squeeze=False)
+    for j in range(f):
+        axes[0, j].imshow(frames[j])
+        axes[0, j].set_title(f"frame {j}", fontsize=8)
+        for r, (m, a) in enumerate(maps.items(), start=1):
+            # One scale per clip and modality, min to max: rollout's maps sit on a large uniform floor.
+            lo, hi = float(a.min()), float(a.max())
+            heat = upsample((a[j] - lo) / max(hi - lo, 1e-12), frames.shape[1])
+            axes[r, j].imshow(frames[j])
+            axes[r, j].imshow(heat, cmap="inferno", alpha=0.6, vmin=0, vmax=1)
+            if j == 0:
+                axes[r, j].set_ylabel(f"{STREAMS[m]} CLS", fontsize=8)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def unnormalize(rgb: np.ndarray, imagenet: bool = True) -> np.ndarray:
+    """The input's normalised float frames back to uint8 for display (inverse of shards.augment)."""
+    from shards.augment import IMAGENET_MEAN, IMAGENET_STD
+
+    x = rgb * IMAGENET_STD + IMAGENET_MEAN if imagenet else rgb
+    return np.clip(np.round(x * 255), 0, 255).astype(np.uint8)
+
+
+def upsample(a: np.ndarray, size: int) -> np.ndarray:
+    """[h, w] patch map -> [size, size], each patch a block (the patches are what the model saw)."""
+    k = size // a.shape[0]
+    out = np.kron(a, np.ones((k, k)))
+    return np.pad(out, ((0, size - out.shape[0]), (0, size - out.shape[1])), mode="edge")
+
+
+def _pick_clips(cfg: TrainConfig, data: str, split: str, n: int) -> list[dict]:
+    """Up to n clips of the eval input (centred window), first one per distinct label, then any."""
+    import dataclasses
+
+    from shards.stream import make_input
+
+    icfg = dataclasses.replace(cfg.input, test_windows=1, num_workers=0, batch_size=max(n, 1))
+    picked: list[dict] = []
+    spare: list[dict] = []
+    seen: set = set()
+    for batch in make_input(data, icfg, split=split, training=False, seed=0, process_index=0,
+                            process_count=1):
+        for i in np.nonzero(batch["mask"] > 0)[0]:
+            label = _clip_label(batch, i, cfg.model.head)
+            clip = {"key": str(batch["key"][i]), "label": label,
+                    **{m: np.asarray(batch[m][i]) for m in cfg.model.modalities}}
+            hashable = json.dumps(label, default=_json_default)
+            (spare if hashable in seen else picked).append(clip)
+            seen.add(hashable)
+        if len(picked) >= n:
+            break
+    return (picked + spare)[:n]
+
+
+def _clip_label(batch: dict, i: int, head: str) -> Any:
+    if head == "verb_noun":
+        return {"verb": int(batch["verb"][i]), "noun": int(batch["noun"][i])}
+    labels = np.asarray(batch["labels"][i])
+    return int(labels) if labels.ndim == 0 else [int(c) for c in np.nonzero(labels > 0)[0]]
+
+
+def _label_text(label: Any, classes: list[str] | None) -> str:
+    name = lambda c: classes[c] if classes and c < len(classes) else str(c)  # noqa: E731
+    if isinstance(label, dict):
+        return f"verb {label['verb']} noun {label['noun']}"
+    if isinstance(label, list):
+        return ", ".join(name(c) for c in label[:3]) + (" ..." if len(label) > 3 else "") or "(none)"
+    return name(int(label))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Small helpers.
+# ---------------------------------------------------------------------------------------------------
+def _targets(labels: list, head: str, num_classes: int) -> np.ndarray:
+    if head == "multilabel":
+        return np.stack(labels).astype(np.float64)
+    return np.eye(num_classes)[np.array([int(label) for label in labels])]
+
+
+def _class_names(index: dict | None, num_classes: int) -> list[str]:
+    names = list((index or {}).get("classes") or [])
+    return names if len(names) == num_classes else [f"class {c}" for c in range(num_classes)]
+
+
+def _title(cfg: TrainConfig, step: int, split: str) -> str:
+    m = cfg.model
+    fusion = m.fusion if m.fused_layers else "late"
+    return f"{'+'.join(m.modalities)}, {fusion} L_f={m.fusion_layer}, step {step}, {split}"
+
+
+def _nanmean(a: np.ndarray) -> float:
+    return float(np.nanmean(a)) if np.any(~np.isnan(a)) else float("nan")
+
+
+def _safe(key: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in key)
+
+
+def _no_nan(x):
+    """NaN (a class without positives) as null: summary.json stays strict JSON."""
+    if isinstance(x, dict):
+        return {k: _no_nan(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_no_nan(v) for v in x]
+    return None if isinstance(x, float) and np.isnan(x) else x
+
+
+def _json_default(x):
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    raise TypeError(type(x).__name__)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a window
+    import matplotlib.pyplot as plt
+
+    return plt
