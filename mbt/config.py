@@ -11,8 +11,6 @@ before any array is allocated:
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from collections.abc import Callable, Iterable
 
 MODALITIES = ("rgb", "spectrogram")  # the order tokens are laid out in everywhere
@@ -243,44 +241,12 @@ def get_preset(name: str) -> ModelConfig:
 def apply_overrides(config: ModelConfig, overrides: Iterable[str]) -> ModelConfig:
     """Return `config` with each "field=value" applied (e.g. "fusion_layer=4", "modalities=rgb").
 
-    Values are parsed by the field's type: ints, floats, booleans (true/false/1/0), None ("none"),
-    and comma-separated tuples. Unknown fields raise MBTError listing the valid ones.
+    Values are parsed by the field's type (see mbt.overrides); an unknown field or a bad value raises
+    MBTError listing the valid fields.
     """
-    fields = {f.name: f for f in dataclasses.fields(ModelConfig)}
-    hints = typing.get_type_hints(ModelConfig)
-    changes = {}
-    for item in overrides:
-        name, sep, text = item.partition("=")
-        name = name.strip().removeprefix("model.")
-        if not sep:
-            raise MBTError(f"override {item!r} is not of the form field=value")
-        if name not in fields:
-            raise MBTError(f"unknown model field {name!r} in {item!r}; valid fields: {', '.join(fields)}")
-        try:
-            changes[name] = _parse(text.strip(), hints[name])
-        except ValueError as e:
-            raise MBTError(f"override {item!r}: {e}") from None
-    return dataclasses.replace(config, **changes)
+    from mbt.overrides import OverrideError, apply_overrides as apply
 
-
-def _parse(text: str, hint):
-    """Parse `text` as a value of the annotated type `hint`."""
-    args = typing.get_args(hint)
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # `int | None`
-        if text.lower() == "none":
-            return None
-        return _parse(text, next(a for a in args if a is not type(None)))
-    if typing.get_origin(hint) is tuple:
-        return tuple(_parse(t.strip(), args[0]) for t in text.split(",") if t.strip())
-    if hint is bool:
-        if text.lower() in ("true", "1", "yes"):
-            return True
-        if text.lower() in ("false", "0", "no"):
-            return False
-        raise ValueError(f"{text!r} is not a boolean (true/false)")
-    if hint in (int, float):
-        try:
-            return hint(text)
-        except ValueError:
-            raise ValueError(f"{text!r} is not a valid {hint.__name__}") from None
-    return text
+    try:
+        return apply(config, [o.strip().removeprefix("--").removeprefix("model.") for o in overrides])
+    except OverrideError as e:
+        raise MBTError(str(e)) from None

@@ -1,9 +1,9 @@
 """MBT: the Multimodal Bottleneck Transformer (Nagrani et al., NeurIPS 2021) in Flax.
 
-    model = MBT(config)
-    variables = model.init(jax.random.key(0), dummy_inputs(config))
-    logits, inter = model.apply(variables, {"rgb": rgb, "spectrogram": spec}, train=True,
-                                rngs={"dropout": key})
+    variables = init_params(config, seed)                       # or mbt.vit_checkpoint.init_from_vit
+    logits, inter = MBT(config).apply(variables, {"rgb": rgb, "spectrogram": spec}, train=True,
+                                      rngs={"dropout": key})
+    inter["logits"]["rgb"], inter["pre_logits"]["spectrogram"], ...   # per modality
 
 Inputs are a dict with one entry per modality in config.modalities:
 - "rgb": float [B, F, S, S, 3] (normalised frames),
@@ -107,7 +107,11 @@ def dummy_inputs(config: ModelConfig, batch_size: int = 1) -> dict[str, Array]:
 
 
 def init_params(config: ModelConfig, rng: Array | int = 0) -> dict:
-    """Freshly initialised float32 parameters ({'params': ...} variables) for `config`."""
+    """Freshly initialised float32 parameters ({'params': ...} variables) for `config`.
+
+    XLA:CPU compiles the threefry RNG program slowly (about a minute for B/16 on 2 cores); a key made
+    with jax.random.key(seed, impl="unsafe_rbg") compiles several times faster.
+    """
     rng = jax.random.key(rng) if isinstance(rng, int) else rng
     return _init(config, rng)
 

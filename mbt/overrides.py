@@ -31,7 +31,7 @@ def _set(obj: Any, path: list[str], text: str, item: str) -> Any:
     name = path[0]
     if name not in fields:
         where = type(obj).__name__
-        raise OverrideError(f"unknown field {name!r} of {where} in {item!r}; valid: {', '.join(fields)}")
+        raise OverrideError(f"unknown field {name!r} of {where} in {item!r}; valid fields: {', '.join(fields)}")
     if len(path) > 1:
         return dataclasses.replace(obj, **{name: _set(getattr(obj, name), path[1:], text, item)})
     hint = typing.get_type_hints(type(obj))[name]

@@ -56,43 +56,54 @@ def write_report(workdir: str, data: str, split: str = "validation", *, out: str
                  clips: int = 4, method: str = "rollout", test_windows: int | None = None,
                  max_classes: int = 40) -> dict[str, Any]:
     """Evaluate the run's latest checkpoint on `data`/`split` and write the report; returns the summary."""
-    from mbt.evaluate import predict, score
+    from mbt.evaluate import predict
     from shards import source
 
     cfg, params, step = load_run(workdir)
     out = out or os.path.join(workdir, "report")
     os.makedirs(out, exist_ok=True)
     pred = predict(cfg, params, data, split, test_windows=test_windows)
-    head = cfg.model.head
-    scores = {name: score(logits, pred["labels"], head) for name, logits in pred["logits"].items()}
-    summary: dict[str, Any] = {"run": workdir, "step": step, "data": data, "split": split, "head": head,
-                               "clips": len(pred["keys"]), "windows": pred["windows"],
-                               "modalities": list(cfg.model.modalities), "files": []}
-    summary["metrics"] = {name: {k: v for k, v in s.items() if isinstance(v, float)}
-                          for name, s in scores.items()}
-
-    if head != "verb_noun":
-        classes = _class_names(source.resolve(data, split=split, fmt=cfg.input.format).index,
-                               cfg.model.num_classes)
-        targets = _targets(pred["labels"], head, cfg.model.num_classes)
-        ap = {name: np.asarray(s["per_class_ap"], np.float64) for name, s in scores.items()}
-        rows = per_class_rows(classes, ap, targets.sum(0))
-        summary["files"].append(write_csv(rows, os.path.join(out, "per_class_ap.csv")))
-        summary["files"].append(plot_per_class_ap(rows, os.path.join(out, "per_class_ap.png"),
-                                                  max_classes=max_classes, title=_title(cfg, step, split)))
-        summary["mean_ap"] = {name: _nanmean(a) for name, a in ap.items()}
-    else:
-        classes = None
-
+    index = source.resolve(data, split=split, fmt=cfg.input.format).index
+    summary = {"run": workdir, "step": step, "data": data, "split": split,
+               **write_tables(cfg, pred, out, classes=(index or {}).get("classes"), max_classes=max_classes,
+                              title=_title(cfg, step, split))}
     if "rgb" in cfg.model.modalities:
         summary["files"] += attention_figures(cfg, params, data, split, out, clips=clips, method=method,
-                                              classes=classes, prediction=pred)
+                                              classes=summary.get("classes"), prediction=pred)
     else:
         summary["attention"] = "skipped: the model has no rgb stream"
     summary["files"] = [os.path.basename(f) for f in summary["files"]]
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump(_no_nan(summary), f, indent=1, default=_json_default)
     summary["out"] = out
+    return summary
+
+
+def write_tables(cfg: TrainConfig, pred: dict[str, Any], out: str, *, classes: list[str] | None = None,
+                 max_classes: int = 40, title: str = "") -> dict[str, Any]:
+    """Score a prediction (mbt.evaluate.predict's dict) and write the per-class AP CSV and plot.
+
+    Returns the summary's fields: head, clips, windows, modalities, metrics per prediction, mean AP,
+    class names and the files written (none for verb_noun, whose numbers go to the summary only)."""
+    from mbt.evaluate import score
+
+    head = cfg.model.head
+    scores = {name: score(logits, pred["labels"], head) for name, logits in pred["logits"].items()}
+    summary: dict[str, Any] = {"head": head, "clips": len(pred["keys"]), "windows": pred["windows"],
+                               "modalities": list(cfg.model.modalities), "files": [],
+                               "metrics": {name: {k: v for k, v in s.items() if isinstance(v, float)}
+                                           for name, s in scores.items()}}
+    if head == "verb_noun":
+        return summary
+    classes = _class_names(classes, cfg.model.num_classes)
+    targets = _targets(pred["labels"], head, cfg.model.num_classes)
+    ap = {name: np.asarray(s["per_class_ap"], np.float64) for name, s in scores.items()}
+    rows = per_class_rows(classes, ap, targets.sum(0))
+    summary["files"].append(write_csv(rows, os.path.join(out, "per_class_ap.csv")))
+    summary["files"].append(plot_per_class_ap(rows, os.path.join(out, "per_class_ap.png"),
+                                              max_classes=max_classes, title=title))
+    summary["mean_ap"] = {name: _nanmean(a) for name, a in ap.items()}
+    summary["classes"] = classes
     return summary
 
 
@@ -275,8 +286,8 @@ def _targets(labels: list, head: str, num_classes: int) -> np.ndarray:
     return np.eye(num_classes)[np.array([int(label) for label in labels])]
 
 
-def _class_names(index: dict | None, num_classes: int) -> list[str]:
-    names = list((index or {}).get("classes") or [])
+def _class_names(names: list[str] | None, num_classes: int) -> list[str]:
+    names = list(names or [])
     return names if len(names) == num_classes else [f"class {c}" for c in range(num_classes)]
 
 

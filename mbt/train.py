@@ -42,8 +42,8 @@ class TrainError(RuntimeError):
 def learning_rate(cfg: TrainConfig, total_steps: int, steps_per_epoch: int) -> optax.Schedule:
     """Linear warm-up then cosine decay to 0; the peak is base_lr scaled by batch / 64."""
     peak = cfg.optim.base_lr * cfg.input.batch_size / 64
-    warmup = min(int(round(cfg.optim.warmup_epochs * steps_per_epoch)), max(total_steps - 1, 0))
-    return optax.warmup_cosine_decay_schedule(0.0, peak, max(warmup, 1), max(total_steps, warmup + 1))
+    warmup = max(1, min(int(round(cfg.optim.warmup_epochs * steps_per_epoch)), total_steps - 1))
+    return optax.warmup_cosine_decay_schedule(0.0, peak, warmup, max(total_steps, warmup + 1))
 
 
 def make_optimizer(cfg: TrainConfig, total_steps: int, steps_per_epoch: int) -> optax.GradientTransformation:

@@ -35,7 +35,7 @@ class Attention(nn.Module):
         k = proj("key")(kv)  # [B, Nk, H, hd]
         v = proj("value")(kv)
         logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(head_dim).astype(self.dtype)
-        # Softmax in float32: bf16 logits over ~2000 keys lose the small weights entirely.
+        # Softmax in float32 even for bf16 compute: its sum runs over up to ~2000 keys.
         weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
         dropped = nn.Dropout(self.attention_dropout)(weights, deterministic=deterministic)
         y = jnp.einsum("bhqk,bkhd->bqhd", dropped.astype(self.dtype), v)

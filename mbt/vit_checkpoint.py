@@ -50,15 +50,21 @@ def load_vit_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
 def init_from_vit(
     params: Mapping, checkpoint: str | os.PathLike | Mapping[str, np.ndarray], config: ModelConfig
 ) -> dict:
-    """Return a copy of `params` (model.init(...)['params']) with the ViT weights put in place.
+    """Return a copy of `params` with the ViT weights put in place.
 
-    Raises MBTError listing every checkpoint key that is missing or whose shape does not fit.
+    `params` is either the variables from model.init ({'params': ...}) or their 'params' entry; the
+    result has the same form. Raises MBTError listing every checkpoint key that is missing or whose
+    shape does not fit.
     """
+    if set(params) == {"params"}:
+        return {"params": init_from_vit(params["params"], checkpoint, config)}
     ckpt = checkpoint if isinstance(checkpoint, Mapping) else load_vit_npz(checkpoint)
     source = os.fspath(checkpoint) if not isinstance(checkpoint, Mapping) else "<dict>"
     names = _BLOCK_NAMES["2020" if any("MultiHeadDotProductAttention_1" in k for k in ckpt) else "new"]
 
     flat = _flatten(params)
+    if not any(p.startswith(("encoder/", "rgb_tokenizer/", "spectrogram_tokenizer/")) for p in flat):
+        raise MBTError(f"init_from_vit needs MBT parameters, got a tree with {sorted(params)[:5]} at the top")
     missing, mismatched, out = [], {}, {}  # checkpoint key -> why, each reported once
     for path, value in flat.items():
         rule = _rule(path, names, config)
@@ -66,7 +72,8 @@ def init_from_vit(
             out[path] = value
             continue
         key, transform = rule
-        needed = [key] + ([k for k in ("cls",) if key == _POSEMB and config.classifier == "token"])
+        # The CLS position comes from a checkpoint trained with a CLS token.
+        needed = [key, "cls"] if key == _POSEMB and config.classifier == "token" else [key]
         absent = [k for k in needed if k not in ckpt]
         if absent:
             missing += [k for k in absent if k not in missing]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 
 DEFAULT_FUSIONS = ["bottleneck", "self_attention", "cross_attention"]
 DEFAULT_FUSION_LAYERS = [0, 2, 4, 6, 8, 10, 12]
@@ -20,6 +21,7 @@ def add_parser(subparsers) -> None:
         help="parameters and forward GFLOPs per clip, per fusion strategy and fusion layer",
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="any --model.FIELD=VALUE overrides the preset, e.g. --model.variant=S/16 --model.num_bottlenecks=8",
     )
     p.add_argument("--preset", default="mbt_base_audioset", help="model preset (see mbt/config.py PRESETS)")
     p.add_argument("--frames", type=int, default=8, help="RGB frames per clip")
@@ -27,23 +29,26 @@ def add_parser(subparsers) -> None:
     p.add_argument("--image-size", type=int, default=224, help="side of the square RGB crops")
     p.add_argument("--fusion", nargs="+", default=DEFAULT_FUSIONS, help="fusion strategies to cost")
     p.add_argument("--fusion-layers", nargs="+", type=int, default=DEFAULT_FUSION_LAYERS, help="values of L_f")
-    p.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
-        help="override a model config field, e.g. --set variant=S/16 (repeatable)",
-    )  # fmt: skip
     p.add_argument("--no-xla", action="store_true", help="analytic count only (skips compiling each model)")
+    p.set_defaults(run=run, takes_overrides=True)
 
 
-def run(args) -> int:
-    """Print the table, one row per (fusion, L_f) as each is computed; 0 on success, 2 on a bad option."""
+def run(args, overrides: Sequence[str] = ()) -> int:
+    """Print the table, one row per (fusion, L_f) as each is computed; 0 on success, 2 on a bad option.
+
+    `overrides` are the command line's extra `--model.FIELD=VALUE` arguments.
+    """
     from mbt import config as mbt_config
     from mbt import flops
 
     try:
+        bad = [o for o in overrides if not o.startswith("--model.")]
+        if bad:
+            raise mbt_config.MBTError(f"{' '.join(bad)}: flops takes only --model.FIELD=VALUE overrides")
         cfg = mbt_config.apply_overrides(
             mbt_config.get_preset(args.preset),
             [f"num_frames={args.frames}", f"spectrogram_frames={round(100 * args.seconds)}",
-             f"image_size={args.image_size}", *args.overrides],
+             f"image_size={args.image_size}", *(o.removeprefix("--") for o in overrides)],
         )  # fmt: skip
         print(
             f"{args.preset}: {cfg.variant} (depth {cfg.num_layers}, width {cfg.hidden_size}), "

