@@ -238,7 +238,8 @@ def upsample(a: np.ndarray, size: int) -> np.ndarray:
 
 
 def _pick_clips(cfg: TrainConfig, data: str, split: str, n: int) -> list[dict]:
-    """Up to n clips of the eval input (centred window), first one per distinct label, then any."""
+    """Up to n clips of the eval input (centred window): one per distinct label among the first clips
+    (at most max(8n, 64) are looked at), then any."""
     import dataclasses
 
     from shards.stream import make_input
@@ -247,8 +248,10 @@ def _pick_clips(cfg: TrainConfig, data: str, split: str, n: int) -> list[dict]:
     picked: list[dict] = []
     spare: list[dict] = []
     seen: set = set()
+    looked = 0
     for batch in make_input(data, icfg, split=split, training=False, seed=0, process_index=0,
                             process_count=1):
+        looked += icfg.batch_size
         for i in np.nonzero(batch["mask"] > 0)[0]:
             label = _clip_label(batch, i, cfg.model.head)
             clip = {"key": str(batch["key"][i]), "label": label,
@@ -256,7 +259,7 @@ def _pick_clips(cfg: TrainConfig, data: str, split: str, n: int) -> list[dict]:
             hashable = json.dumps(label, default=_json_default)
             (spare if hashable in seen else picked).append(clip)
             seen.add(hashable)
-        if len(picked) >= n:
+        if len(picked) >= n or looked >= max(8 * n, 64):
             break
     return (picked + spare)[:n]
 
