@@ -83,9 +83,9 @@ def timed_steps(step, state, batches, n: int, rng) -> tuple[object, float, float
 
 
 def _line(name: str, seconds: float, batch: int, flops: float, peak: float | None, extra: str = "") -> str:
-    achieved = flops / seconds
+    achieved, rate = flops / seconds, batch / seconds
     mfu = f"{100 * achieved / peak:5.1f}%" if peak else "  n/a"
-    return (f"  {name:<26} {1000 * seconds:9.1f} ms {batch / seconds:9.1f} clips/s "
+    return (f"  {name:<26} {1000 * seconds:9.1f} ms {rate:9.{1 if rate >= 10 else 3}f} clips/s "
             f"{achieved / 1e9:10.1f} GFLOP/s  MFU {mfu}{extra}")
 
 
@@ -144,16 +144,21 @@ def bench_tiny(args, device, peak) -> None:
             next(it)
         input_s = (time.perf_counter() - t) / args.steps
         it.close(), host.close()
-        stall = max(loop_s - alone_s, 0.0)  # what the device would wait for: the loop's excess time
+        stall = max(loop_s - alone_s, 0.0)  # what the input costs the loop, waiting or sharing cores
         print(f"  {'':<26} {'step':>12} {'clips/s':>17} {'achieved':>18}")
         print(_line("loop (real input + step)", loop_s, b, flops, peak))
         print(_line("step alone (held batch)", alone_s, b, flops, peak))
         print(f"  {'input alone (no model)':<26} {1000 * input_s:9.1f} ms {b / input_s:9.1f} clips/s")
-        bottleneck = input_s > alone_s or stall > 0.25 * alone_s
-        print(f"  waiting for data: {1000 * stall:.1f} ms/step ({100 * stall / loop_s:.0f}% of the loop's step; "
-              f"{1000 * wait_s:.1f} ms/step inside next(), overlapping the asynchronously dispatched step); "
-              + ("the input IS the bottleneck: raise --workers (input.num_workers)" if bottleneck else
-                 "the input is not the bottleneck"))
+        if input_s > alone_s:
+            verdict = "the input IS the bottleneck: it makes a batch slower than a step; raise --workers"
+        elif stall > 0.25 * alone_s:
+            verdict = (f"the input keeps up (a batch in {input_s / alone_s:.2f} step times) but shares the "
+                       f"cores with the step: fewer cores here than the step and the input need together")
+        else:
+            verdict = "the input is not the bottleneck"
+        print(f"  waiting for data: {1000 * wait_s:.1f} ms/step inside next() (an upper bound: the step, dispatched "
+              f"asynchronously, runs meanwhile); the loop is {1000 * stall:.1f} ms/step "
+              f"({100 * stall / alone_s:+.0f}%) slower than the step alone: {verdict}")
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -181,6 +186,7 @@ def bench_b16(args, device, peak) -> None:
     batch["labels"] = (rs.random((b, m.num_classes)) < 0.01).astype(np.float32)
     batch["mask"] = np.ones((b,), np.float32)
     t = time.perf_counter()
+    init_s = 0.0
     if mode == "compile":  # abstract state: nothing allocated, only compiled
         from mbt.model import param_shapes
 
@@ -189,12 +195,15 @@ def bench_b16(args, device, peak) -> None:
         state = TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=params, opt_state=opt)
         batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in batch.items()}
     else:
-        state = init_state(cfg, 1000, 100, 0)
+        state = jax.block_until_ready(init_state(cfg, 1000, 100, 0))
+        init_s = time.perf_counter() - t
     step, flops = compile_step(cfg, state, batch)
-    print(f"  compile {time.perf_counter() - t:.1f} s; XLA: {flops / 1e12:.2f} TFLOP per step "
+    took = (f"init {init_s:.1f} s, " if init_s else "") + f"compile {time.perf_counter() - t - init_s:.1f} s"
+    print(f"  {took}; XLA: {flops / 1e12:.2f} TFLOP per step "
           f"({flops / b / 1e12:.3f} per clip, forward + backward + update)")
     if mode == "compile":
-        print("  not run on this backend (a step would take minutes): pass --b16 step to time it anyway")
+        print("  not run on CPU, where a step takes minutes (86 s at batch 2 on 2 cores, ~31 GFLOP/s): "
+              "pass --b16 step to time it anyway")
         return
     rng = jax.random.key(1)
     held = {k: jax.device_put(v) for k, v in batch.items()}

@@ -66,16 +66,10 @@ def test_a_mesh_without_the_axis_is_a_clear_error():
         device_batches(Counting(1), mesh)
 
 
-def test_feeds_make_input_batches(tmp_path):
-    import importlib.util
-
+def test_feeds_make_input_batches(tmp_path, make_clips, make_dataset):
     from shards.stream import InputConfig, make_input
 
-    # the shard tests' dataset helpers (a module named conftest can't be imported twice by name)
-    spec = importlib.util.spec_from_file_location("shard_test_data", os.path.join(ROOT, "tests/shards/conftest.py"))
-    data = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(data)
-    folder = data.write_dataset(tmp_path / "d", data.clips(6), num_shards=2, formats=("webdataset",))
+    folder = make_dataset(tmp_path / "d", make_clips(6), num_shards=2, formats=("webdataset",))
     n = len(jax.devices())
     cfg = InputConfig(batch_size=2 * n, num_frames=2, clip_seconds=1.0, crop_size=16)
     feed = device_batches(make_input(folder, cfg, seed=0), data_mesh())
