@@ -41,6 +41,7 @@ class Checkpointer:
 
     def __init__(self, workdir: str, cfg: TrainConfig, keep: int = 3):
         self.workdir = workdir
+        self.cfg = cfg
         self._check_config(cfg)
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
         self.manager = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")),
@@ -86,11 +87,17 @@ class Checkpointer:
 
     def restore_params(self, step: int | None = None):
         """Only the parameters of a checkpoint (latest by default), for evaluation."""
+        from mbt.train import init_state
+
         step = self.manager.latest_step() if step is None else step
         if step is None:
             raise CheckpointError(f"{self.workdir}: no checkpoint to evaluate; train first (mbt train)")
-        restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-        return restored.state["params"], step
+        # The target says where the arrays go now (this process's devices), whatever topology wrote them.
+        here = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=here),
+                              jax.eval_shape(lambda: init_state(self.cfg, 2, 1, 0)))
+        restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
+        return restored.state.params, step
 
     def close(self) -> None:
         self.manager.wait_until_finished()

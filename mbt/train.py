@@ -186,11 +186,14 @@ def train(cfg: TrainConfig, data: str, workdir: str, *, eval_data: str | None = 
     from mbt.reports import MetricWriter, ProgressLine
     from shards.stream import make_input
 
+    from mbt.distributed import check_same_config
+
     plan = plan_run(cfg, data, split)
     cfg = plan.cfg
+    check_same_config(cfg)
     os.makedirs(workdir, exist_ok=True) if "://" not in workdir else None
 
-    # --- Mesh: every device, batch split over "data", parameters replicated.
+    # --- Mesh: every device of every process, batch split over "data", parameters replicated.
     mesh = data_mesh()
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
 

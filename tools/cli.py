@@ -43,10 +43,11 @@ def user_errors() -> tuple[type[Exception], ...]:
     try:  # the model side's errors, when JAX is installed (the `train` extra)
         from mbt.checkpoints import CheckpointError
         from mbt.config import MBTError
+        from mbt.distributed import DistributedError
         from mbt.overrides import OverrideError
         from mbt.train import TrainError
 
-        errors += [CheckpointError, MBTError, OverrideError, TrainError]
+        errors += [CheckpointError, DistributedError, MBTError, OverrideError, TrainError]
     except ImportError:
         pass
     return tuple(errors)

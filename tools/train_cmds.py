@@ -21,6 +21,11 @@ def add_parsers(sub) -> None:
     p.add_argument("--eval-data", help="evaluate on this dataset (split --run.eval_split) during/after")
     p.add_argument("--workdir", required=True, help="checkpoints, config.json, metrics.jsonl, tensorboard/")
     p.add_argument("--no-progress", action="store_true")
+    g = p.add_argument_group("multi-process (one process per host or GPU; TPU pods need none of these)")
+    g.add_argument("--coordinator", help="HOST:PORT of process 0's coordinator service")
+    g.add_argument("--num-processes", type=int)
+    g.add_argument("--process-id", type=int)
+    g.add_argument("--init-timeout", type=int, default=60, help="seconds to wait for the other processes")
     p.set_defaults(run=run_train, takes_overrides=True)
 
     p = sub.add_parser("eval", help="evaluate a run's latest checkpoint: fused and per-modality metrics",
@@ -34,10 +39,15 @@ def add_parsers(sub) -> None:
 
 
 def run_train(args: argparse.Namespace, overrides: list[str]) -> int:
-    from mbt.train import train
     from mbt.train_config import get_config
 
-    cfg = get_config(args.preset, overrides)
+    cfg = get_config(args.preset, overrides)  # a bad override fails before JAX starts
+    if args.coordinator or args.num_processes:
+        from mbt.distributed import initialize
+
+        initialize(args.coordinator, args.num_processes, args.process_id, args.init_timeout)
+    from mbt.train import train
+
     last = train(cfg, args.data, args.workdir, eval_data=args.eval_data, split=args.split,
                  progress=not args.no_progress)
     print(f"train: done at step {last.get('step')}, loss {last.get('loss', float('nan')):.4f}; "
