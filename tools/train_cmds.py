@@ -22,6 +22,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--workdir", required=True, help="checkpoints, config.json, metrics.jsonl, tensorboard/")
     p.add_argument("--no-progress", action="store_true")
     g = p.add_argument_group("multi-process (one process per host or GPU; TPU pods need none of these)")
+    g.add_argument("--distributed", action="store_true",
+                   help="join a cluster that jax.distributed detects itself (TPU pods, SLURM)")
     g.add_argument("--coordinator", help="HOST:PORT of process 0's coordinator service")
     g.add_argument("--num-processes", type=int)
     g.add_argument("--process-id", type=int)
@@ -42,7 +44,7 @@ def run_train(args: argparse.Namespace, overrides: list[str]) -> int:
     from mbt.train_config import get_config
 
     cfg = get_config(args.preset, overrides)  # a bad override fails before JAX starts
-    if args.coordinator or args.num_processes:
+    if args.distributed or args.coordinator or args.num_processes:
         from mbt.distributed import initialize
 
         initialize(args.coordinator, args.num_processes, args.process_id, args.init_timeout)
