@@ -15,21 +15,12 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from mbt.overrides import flatten
 from mbt.train_config import TrainConfig
 
 
 class CheckpointError(ValueError):
     """A checkpoint that does not fit this run; the message names the differing fields or parameters."""
-
-
-def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def config_dict(cfg: TrainConfig) -> dict[str, Any]:
@@ -54,7 +45,7 @@ class Checkpointer:
         if os.path.exists(path):
             with open(path) as f:
                 saved = json.load(f)
-            old, new = _flat(saved.get("model", {})), _flat(current["model"])
+            old, new = flatten(saved.get("model", {})), flatten(current["model"])
             diff = [f"model.{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
                     if old.get(k) != new.get(k)]
             if diff:

@@ -74,16 +74,11 @@ def check_same_config(config) -> None:
     if not differs.any():
         return
     if first != mine:
-        theirs, ours = _flat(json.loads(first)), _flat(json.loads(mine))
+        from mbt.overrides import flatten
+
+        theirs, ours = flatten(json.loads(first)), flatten(json.loads(mine))
         diff = [f"{k}: process 0 has {theirs.get(k)!r}, process {jax.process_index()} has {ours.get(k)!r}"
                 for k in sorted(set(theirs) | set(ours)) if theirs.get(k) != ours.get(k)]
         raise DistributedError("processes disagree on the config: " + "; ".join(diff))
     raise DistributedError(f"processes disagree on the config: process(es) "
                            f"{np.nonzero(differs.ravel())[0].tolist()} differ from process 0 (see their errors)")
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out

@@ -78,3 +78,11 @@ def parse_value(text: str, hint: Any) -> Any:
     if hint is str or hint is typing.Any:
         return text
     raise ValueError(f"fields of type {hint} can't be set from the command line")
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    """{"model": {"width": 64}} -> {"model.width": 64}: config dicts compared field by field."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out

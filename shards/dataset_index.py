@@ -49,6 +49,18 @@ def _fsspec_for(protocol: str):
         return None
 
 
+def read_exact(f: IO, n: int) -> bytes:
+    """Up to `n` bytes from `f`, looping over short reads (pipes, sockets, object stores); fewer only at EOF."""
+    chunks, left = [], n
+    while left > 0:
+        chunk = f.read(left)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
 def join(folder: str, name: str) -> str:
     return f"{folder.rstrip('/')}/{name}" if is_url(folder) else os.path.join(folder, name)
 

@@ -27,6 +27,7 @@ import google_crc32c
 import numpy as np
 
 from shards import sequence_example as sx
+from shards.dataset_index import read_exact
 from shards.errors import ShardError
 from shards.lazy import LazySample
 from shards.schema import MEL_ROWS_PER_SECOND, NUM_MEL_BINS, Sample, SchemaError, check_key
@@ -66,22 +67,11 @@ def write_record(fileobj: BinaryIO, data: bytes) -> int:
     return len(data) + 16
 
 
-def _read_exact(f: BinaryIO, n: int) -> bytes:
-    chunks, left = [], n
-    while left > 0:
-        chunk = f.read(left)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        left -= len(chunk)
-    return b"".join(chunks)
-
-
 def iter_records(fileobj: BinaryIO, shard: str) -> Iterator[bytes]:
     """The data of each record of a TFRecord stream, CRCs checked; reads sequentially."""
     number = 0
     while True:
-        head = _read_exact(fileobj, 12)
+        head = read_exact(fileobj, 12)
         if not head:
             return
         if len(head) < 12:
@@ -91,8 +81,8 @@ def iter_records(fileobj: BinaryIO, shard: str) -> Iterator[bytes]:
         if crc != masked_crc(head[:8]):
             raise ShardError(f"shard {shard}: record #{number} has a corrupt length (crc mismatch); "
                              f"the file is damaged - {_FIX}")
-        data = _read_exact(fileobj, length)
-        tail = _read_exact(fileobj, 4)
+        data = read_exact(fileobj, length)
+        tail = read_exact(fileobj, 4)
         if len(data) < length or len(tail) < 4:
             raise ShardError(f"shard {shard}: truncated inside record #{number} ({len(data)} of {length} "
                              f"bytes); the file is incomplete - {_FIX}")

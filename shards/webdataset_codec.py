@@ -24,6 +24,7 @@ from typing import Any, BinaryIO, Iterable, Iterator
 
 import numpy as np
 
+from shards.dataset_index import read_exact
 from shards.errors import ShardError
 from shards.lazy import LazySample
 from shards.schema import NUM_MEL_BINS, Sample, SchemaError, check_key
@@ -118,17 +119,6 @@ def check_member_name(name: str, shard: str) -> tuple[str, str]:
                      f"this toolkit (or it was tampered with) - {_FIX}")
 
 
-def _read_exact(f: BinaryIO, n: int) -> bytes:
-    chunks, left = [], n
-    while left > 0:
-        chunk = f.read(left)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        left -= len(chunk)
-    return b"".join(chunks)
-
-
 def _number(field: bytes, what: str, shard: str, offset: int) -> int:
     if field[:1] and field[0] & 0x80:  # GNU base-256 for large values
         value = int.from_bytes(field[1:], "big")
@@ -181,7 +171,7 @@ class DeferredMember:
         here = self.fileobj.tell()
         try:
             self.fileobj.seek(self.start + start)
-            data = _read_exact(self.fileobj, max(0, stop - start))
+            data = read_exact(self.fileobj, max(0, stop - start))
         finally:
             self.fileobj.seek(here)
         if len(data) < stop - start:
@@ -197,7 +187,7 @@ def iter_tar_members(fileobj: BinaryIO, shard: str, defer: bytes | None = None) 
     DeferredMember, so a loader reads just the slices (frames) it uses."""
     offset, long_name, pax = 0, None, {}
     while True:
-        header = _read_exact(fileobj, _BLOCK)
+        header = read_exact(fileobj, _BLOCK)
         if len(header) < _BLOCK:
             where = "before its end-of-archive marker" if not header else "inside a member header"
             raise ShardError(f"shard {shard}: truncated at byte {offset + len(header)} ({where}); "
@@ -226,8 +216,8 @@ def iter_tar_members(fileobj: BinaryIO, shard: str, defer: bytes | None = None) 
             data = DeferredMember(fileobj, fileobj.tell(), size, shard, final.decode("utf-8", "replace"))
             fileobj.seek(size + -size % _BLOCK, 1)
         else:
-            data = _read_exact(fileobj, size)
-            pad = _read_exact(fileobj, -size % _BLOCK)
+            data = read_exact(fileobj, size)
+            pad = read_exact(fileobj, -size % _BLOCK)
             if len(data) < size or len(pad) < -size % _BLOCK:
                 raise ShardError(f"shard {shard}: truncated inside member {name.decode('utf-8', 'replace')!r} "
                                  f"(header at byte {offset}); the file is incomplete - {_FIX}")

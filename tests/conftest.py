@@ -134,3 +134,19 @@ def make_clips():
 def make_dataset():
     """make_dataset(folder, samples, num_shards, formats=(...), split="train") -> folder with shards + index."""
     return write_dataset
+
+
+# A 2-layer model on 2 frames of 32 px and 0.64 s of spectrogram, multi-label over CLASSES: the
+# `tiny` train preset shrunk further, for trainer tests (as `--section.field=value` overrides).
+TINY_TRAIN = ["--model.depth=2", "--model.width=32", "--model.num_heads=2", "--model.mlp_dim=64",
+              "--model.num_frames=2", "--model.image_size=32", "--model.spectrogram_frames=64",
+              "--model.fusion_layer=1", "--model.head=multilabel", "--input.labels=multi_hot",
+              "--input.num_frames=2", "--input.crop_size=32", "--input.clip_seconds=0.64",
+              "--input.batch_size=4", "--input.shuffle_buffer=8", "--input.time_mask_max=10",
+              "--input.freq_mask_max=8", "--run.log_every=1", "--optim.mixup_alpha=0.3"]
+
+
+@pytest.fixture(scope="session")
+def tiny_train() -> list[str]:
+    """Overrides that make the `tiny` train preset small enough for a test (see TINY_TRAIN)."""
+    return list(TINY_TRAIN)

@@ -14,12 +14,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = ["--model.depth=2", "--model.width=32", "--model.num_heads=2", "--model.mlp_dim=64",
-        "--model.num_frames=2", "--model.image_size=32", "--model.spectrogram_frames=64",
-        "--model.fusion_layer=1", "--model.head=multilabel", "--input.labels=multi_hot",
-        "--input.num_frames=2", "--input.crop_size=32", "--input.clip_seconds=0.64",
-        "--input.batch_size=4", "--input.shuffle_buffer=8", "--input.time_mask_max=10",
-        "--input.freq_mask_max=8", "--run.log_every=1", "--optim.mixup_alpha=0.3"]
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
 
 
@@ -35,18 +29,18 @@ def data(tmp_path_factory, make_clips, make_dataset) -> str:
                         formats=("webdataset",))
 
 
-def launch(data: str, workdir: Path, port: int, extra=(), ids=(0, 1)) -> list[subprocess.Popen]:
+def launch(data: str, workdir: Path, port: int, tiny_train: list[str], extra=(), ids=(0, 1)) -> list[subprocess.Popen]:
     return [subprocess.Popen(
         [sys.executable, "-m", "tools.cli", "train", "--data", data, "--workdir", str(workdir),
          "--no-progress", "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
-         "--process-id", str(i), "--init-timeout", "30", *TINY, *extra],
+         "--process-id", str(i), "--init-timeout", "30", *tiny_train, *extra],
         cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in ids]
 
 
 @pytest.mark.slow
-def test_two_processes_match_one_process_with_two_devices_and_restore_in_one(data, tmp_path):
+def test_two_processes_match_one_process_with_two_devices_and_restore_in_one(data, tmp_path, tiny_train):
     workdir = tmp_path / "run"
-    procs = launch(data, workdir, free_port(), ["--optim.steps=3", "--run.checkpoint_every=3"])
+    procs = launch(data, workdir, free_port(), tiny_train, ["--optim.steps=3", "--run.checkpoint_every=3"])
     for p in procs:
         assert p.wait(timeout=600) == 0, p.stderr.read()[-3000:]
     two = [json.loads(line)["loss"] for line in (workdir / "metrics.jsonl").read_text().splitlines()]
@@ -58,7 +52,7 @@ from mbt.input import data_mesh
 from mbt.train import init_state, plan_run, train_step
 from mbt.train_config import get_config
 from shards.stream import make_input
-cfg = plan_run(get_config("tiny", {TINY + ["--optim.steps=3"]!r}), {data!r}).cfg
+cfg = plan_run(get_config("tiny", {tiny_train + ["--optim.steps=3"]!r}), {data!r}).cfg
 mesh = data_mesh()
 rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
 shard = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
@@ -86,10 +80,10 @@ print(losses)
     assert r.returncode == 0 and "eval: 16 clips" in r.stdout, r.stderr[-3000:]
 
 
-def test_an_unreachable_coordinator_is_a_named_error_not_a_hang(data, tmp_path):
+def test_an_unreachable_coordinator_is_a_named_error_not_a_hang(data, tmp_path, tiny_train):
     port = free_port()
     t0 = time.time()
-    (p,) = launch(data, tmp_path / "run", port, ["--init-timeout=5"], ids=(1,))
+    (p,) = launch(data, tmp_path / "run", port, tiny_train, ["--init-timeout=5"], ids=(1,))
     assert p.wait(timeout=120) == 2
     err = p.stderr.read().strip().splitlines()
     assert f"127.0.0.1:{port}" in err[-1] and "Traceback" not in "\n".join(err)
@@ -97,10 +91,10 @@ def test_an_unreachable_coordinator_is_a_named_error_not_a_hang(data, tmp_path):
 
 
 @pytest.mark.slow
-def test_processes_that_disagree_on_the_config_both_stop_naming_the_field(data, tmp_path):
+def test_processes_that_disagree_on_the_config_both_stop_naming_the_field(data, tmp_path, tiny_train):
     port = free_port()
-    p0, = launch(data, tmp_path / "run", port, ["--optim.steps=2"], ids=(0,))
-    p1, = launch(data, tmp_path / "run", port, ["--optim.steps=2", "--optim.base_lr=0.1"], ids=(1,))
+    p0, = launch(data, tmp_path / "run", port, tiny_train, ["--optim.steps=2"], ids=(0,))
+    p1, = launch(data, tmp_path / "run", port, tiny_train, ["--optim.steps=2", "--optim.base_lr=0.1"], ids=(1,))
     assert p1.wait(timeout=300) == 2 and p0.wait(timeout=300) == 2
     assert "optim.base_lr: process 0 has 0.2, process 1 has 0.1" in p1.stderr.read()
     assert "differ from process 0" in p0.stderr.read()

@@ -14,13 +14,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# A 2-layer model on 2 frames of 32 px and 0.64 s of spectrogram, multi-label over the test classes.
-TINY = ["--model.depth=2", "--model.width=32", "--model.num_heads=2", "--model.mlp_dim=64",
-        "--model.num_frames=2", "--model.image_size=32", "--model.spectrogram_frames=64",
-        "--model.fusion_layer=1", "--model.head=multilabel", "--input.labels=multi_hot",
-        "--input.num_frames=2", "--input.crop_size=32", "--input.clip_seconds=0.64",
-        "--input.batch_size=4", "--input.shuffle_buffer=8", "--input.time_mask_max=10",
-        "--input.freq_mask_max=8", "--run.log_every=1", "--optim.mixup_alpha=0.3"]
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +38,8 @@ def losses(workdir: Path) -> dict[int, float]:
 
 
 @pytest.mark.slow
-def test_a_killed_run_resumes_with_exactly_the_uninterrupted_losses(data, tmp_path):
-    args = ["train", "--data", data, "--no-progress", *TINY, "--optim.steps=8", "--run.checkpoint_every=2"]
+def test_a_killed_run_resumes_with_exactly_the_uninterrupted_losses(data, tmp_path, tiny_train):
+    args = ["train", "--data", data, "--no-progress", *tiny_train, "--optim.steps=8", "--run.checkpoint_every=2"]
     straight = tmp_path / "straight"
     p = mbt(*args, "--workdir", str(straight))
     assert p.wait(timeout=600) == 0, p.stderr.read()
@@ -64,9 +57,9 @@ def test_a_killed_run_resumes_with_exactly_the_uninterrupted_losses(data, tmp_pa
     assert losses(killed) == losses(straight) and len(losses(straight)) == 8
 
 
-def test_sigterm_saves_before_exiting(data, tmp_path):
+def test_sigterm_saves_before_exiting(data, tmp_path, tiny_train):
     workdir = tmp_path / "run"
-    p = mbt("train", "--data", data, "--no-progress", *TINY, "--optim.steps=500",
+    p = mbt("train", "--data", data, "--no-progress", *tiny_train, "--optim.steps=500",
             "--run.checkpoint_every=1000", "--workdir", str(workdir))
     deadline = time.time() + 600
     while not (workdir / "metrics.jsonl").exists() and time.time() < deadline and p.poll() is None:
@@ -77,14 +70,14 @@ def test_sigterm_saves_before_exiting(data, tmp_path):
     assert saved and 0 < saved[-1] < 500
 
 
-def test_four_devices_give_the_single_device_loss(data):
+def test_four_devices_give_the_single_device_loss(data, tiny_train):
     script = f"""
 import jax, numpy as np
 from mbt.train import init_state, plan_run, train_step
 from mbt.input import data_mesh, device_batches
 from mbt.train_config import get_config
 from shards.stream import make_input
-cfg = plan_run(get_config("tiny", {TINY!r}), {data!r}).cfg
+cfg = plan_run(get_config("tiny", {tiny_train!r}), {data!r}).cfg
 assert jax.device_count() == 4
 out = []
 for devices in (jax.devices()[:1], jax.devices()):
@@ -100,7 +93,7 @@ for devices in (jax.devices()[:1], jax.devices()):
 print(out)
 np.testing.assert_allclose(out[0], out[1], rtol=2e-5)
 try:
-    plan_run(get_config("tiny", {TINY!r} + ["--input.batch_size=6"]), {data!r})
+    plan_run(get_config("tiny", {tiny_train!r} + ["--input.batch_size=6"]), {data!r})
     raise SystemExit("batch 6 on 4 devices was accepted")
 except Exception as e:
     assert "divisible by the 4 devices" in str(e), e
@@ -112,25 +105,25 @@ except Exception as e:
     assert r.returncode == 0, r.stderr[-3000:]
 
 
-def test_non_finite_loss_names_the_step_and_the_last_good_checkpoint(data, tmp_path):
+def test_non_finite_loss_names_the_step_and_the_last_good_checkpoint(data, tmp_path, tiny_train):
     from mbt.train import TrainError, train
     from mbt.train_config import get_config
 
-    cfg = get_config("tiny", TINY + ["--optim.steps=6", "--optim.base_lr=1e30", "--optim.grad_clip=none",
+    cfg = get_config("tiny", tiny_train + ["--optim.steps=6", "--optim.base_lr=1e30", "--optim.grad_clip=none",
                                      "--run.checkpoint_every=1"])
     with pytest.raises(TrainError, match=r"at step \d+; the last good checkpoint is step"):
         train(cfg, data, str(tmp_path / "nan"), progress=False)
 
 
-def test_resuming_with_another_model_names_the_differing_fields(data, tmp_path):
+def test_resuming_with_another_model_names_the_differing_fields(data, tmp_path, tiny_train):
     from mbt.checkpoints import CheckpointError
     from mbt.train import train
     from mbt.train_config import get_config
 
     workdir = str(tmp_path / "run")
-    train(get_config("tiny", TINY + ["--optim.steps=1"]), data, workdir, progress=False)
+    train(get_config("tiny", tiny_train + ["--optim.steps=1"]), data, workdir, progress=False)
     with pytest.raises(CheckpointError, match="model.width: 32 -> 64"):
-        train(get_config("tiny", TINY + ["--optim.steps=2", "--model.width=64"]), data, workdir, progress=False)
+        train(get_config("tiny", tiny_train + ["--optim.steps=2", "--model.width=64"]), data, workdir, progress=False)
 
 
 def test_cli_errors_for_presets_and_overrides(capsys):
