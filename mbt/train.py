@@ -213,7 +213,7 @@ def train(cfg: TrainConfig, data: str, workdir: str, *, eval_data: str | None = 
     stop = {"requested": False}
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.update(requested=True))
 
-    writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
+    writer = MetricWriter(workdir, enabled=jax.process_index() == 0, tensorboard=cfg.run.tensorboard)
     bar = ProgressLine(plan.total_steps, cfg.input.batch_size, enabled=progress and jax.process_index() == 0)
     step_fn = functools.partial(train_step, cfg=cfg, total_steps=plan.total_steps,
                                 steps_per_epoch=plan.steps_per_epoch)
@@ -222,6 +222,8 @@ def train(cfg: TrainConfig, data: str, workdir: str, *, eval_data: str | None = 
     wait = 0.0
     try:
         for step in range(start_step, plan.total_steps):
+            # Time blocked on the input. Steps are dispatched asynchronously, so on a backend that
+            # shares the host's cores (CPU) this also counts step time: an upper bound there.
             t0 = time.perf_counter()
             batch = next(feed)
             wait += time.perf_counter() - t0

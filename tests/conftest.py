@@ -143,7 +143,8 @@ TINY_TRAIN = ["--model.depth=2", "--model.width=32", "--model.num_heads=2", "--m
               "--model.fusion_layer=1", "--model.head=multilabel", "--input.labels=multi_hot",
               "--input.num_frames=2", "--input.crop_size=32", "--input.clip_seconds=0.64",
               "--input.batch_size=4", "--input.shuffle_buffer=8", "--input.time_mask_max=10",
-              "--input.freq_mask_max=8", "--run.log_every=1", "--optim.mixup_alpha=0.3"]
+              "--input.freq_mask_max=8", "--run.log_every=1", "--optim.mixup_alpha=0.3",
+              "--run.tensorboard=false"]
 
 
 @pytest.fixture(scope="session")

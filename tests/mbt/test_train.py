@@ -59,7 +59,7 @@ def test_a_killed_run_resumes_with_exactly_the_uninterrupted_losses(data, tmp_pa
 
 def test_sigterm_saves_before_exiting(data, tmp_path, tiny_train):
     workdir = tmp_path / "run"
-    p = mbt("train", "--data", data, "--no-progress", *tiny_train, "--optim.steps=500",
+    p = mbt("train", "--data", data, "--no-progress", *tiny_train, "--run.tensorboard=true", "--optim.steps=500",
             "--run.checkpoint_every=1000", "--workdir", str(workdir))
     deadline = time.time() + 600
     while not (workdir / "metrics.jsonl").exists() and time.time() < deadline and p.poll() is None:
@@ -68,6 +68,7 @@ def test_sigterm_saves_before_exiting(data, tmp_path, tiny_train):
     assert p.wait(timeout=120) == 0, p.stderr.read()
     saved = sorted(int(d.name) for d in (workdir / "checkpoints").iterdir() if d.name.isdigit())
     assert saved and 0 < saved[-1] < 500
+    assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))  # TensorBoard scalars too
 
 
 def test_four_devices_give_the_single_device_loss(data, tiny_train):
