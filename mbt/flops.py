@@ -27,17 +27,23 @@ from mbt.config import ModelConfig
 # ----------------------------------------------------------------------------------------------------
 
 
+def patch_inputs(config: ModelConfig, modality: str) -> int:
+    """Input values per token of a modality: 16x16 (x3 colours, x tubelet frames for RGB)."""
+    p = config.patch_size
+    values = p * p * (1 if modality == "spectrogram" else 3)
+    if modality == "rgb" and config.rgb_tokenizer == "tubelet":
+        values *= config.tubelet_frames
+    return values
+
+
 def analytic_params(config: ModelConfig) -> int:
     """Parameter count from the architecture, without building the model."""
-    d, mlp, p = config.hidden_size, config.mlp_size, config.patch_size
+    d, mlp = config.hidden_size, config.mlp_size
     block = 4 * d * d + 4 * d + 2 * 2 * d + 2 * d * mlp + mlp + d  # attention + 2 LayerNorms + MLP
     cls = 1 if config.classifier == "token" else 0
     total = 0
     for m in config.modalities:
-        patch_inputs = p * p * (1 if m == "spectrogram" else 3)
-        if m == "rgb" and config.rgb_tokenizer == "tubelet":
-            patch_inputs *= config.tubelet_frames
-        total += patch_inputs * d + d + cls * d + config.num_tokens(m) * d  # kernel, bias, CLS, posemb
+        total += patch_inputs(config, m) * d + d + cls * d + config.num_tokens(m) * d  # kernel, bias, CLS, posemb
     separate = len(config.modalities) > 1 and not config.share_encoder
     first_fused = config.num_layers - config.fused_layers
     for layer in range(config.num_layers):
@@ -70,15 +76,12 @@ def block_flops(num_queries: int, num_keys: int, width: int, mlp_dim: int) -> in
 
 def analytic_flops(config: ModelConfig) -> int:
     """Forward FLOPs of one clip: patch embeddings + every layer's blocks + the head(s)."""
-    d, mlp, p = config.hidden_size, config.mlp_size, config.patch_size
+    d, mlp = config.hidden_size, config.mlp_size
     n = {m: config.num_tokens(m) for m in config.modalities}
     cls = 1 if config.classifier == "token" else 0
     total = 0
     for m in config.modalities:
-        patch_inputs = p * p * (1 if m == "spectrogram" else 3)
-        if m == "rgb" and config.rgb_tokenizer == "tubelet":
-            patch_inputs *= config.tubelet_frames
-        total += 2 * (n[m] - cls) * patch_inputs * d
+        total += 2 * (n[m] - cls) * patch_inputs(config, m) * d
     first_fused = config.num_layers - config.fused_layers
     n_all, b = sum(n.values()), config.num_bottlenecks
     for layer in range(config.num_layers):

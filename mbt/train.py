@@ -24,7 +24,6 @@ from typing import Any
 import flax.struct
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from mbt.config import ModelConfig
