@@ -112,7 +112,7 @@ def tiny() -> TrainConfig:
     model = ModelConfig(variant="Ti/16", depth=4, width=64, num_heads=4, mlp_dim=128, num_frames=4,
                         image_size=64, spectrogram_frames=160, fusion="bottleneck", fusion_layer=2,
                         num_bottlenecks=4, head="multiclass", num_classes=0)
-    data = InputConfig(batch_size=16, num_frames=4, clip_seconds=1.6, crop_size=64, crop_area=(0.5, 1.0),
+    data = InputConfig(batch_size=16, num_frames=4, clip_seconds=1.6, crop_size=64,
                        shuffle_buffer=64, time_mask_max=24, freq_mask_max=16, labels="class_index",
                        num_workers=1)  # one loader process: the same batches, off the step's core
     optim = OptimConfig(base_lr=0.2, warmup_epochs=1.0, epochs=30.0, mixup_alpha=0.0, grad_clip=1.0)
