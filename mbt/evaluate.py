@@ -76,8 +76,3 @@ def evaluate(cfg: TrainConfig, params, data: str, split: str, **kw) -> dict[str,
     out.update(clips=len(pred["keys"]), windows=pred["windows"])
     return out
 
-
-def headline(result: dict[str, Any]) -> dict[str, float]:
-    """The scalar metrics of an evaluation (no per-class arrays), by prediction."""
-    return {f"{name}/{k}": v for name, r in result.items() if isinstance(r, dict)
-            for k, v in r.items() if isinstance(v, float)}

@@ -46,11 +46,6 @@ class MetricWriter:
             self._tb.close()
 
 
-def read_metrics(workdir: str) -> list[dict[str, Any]]:
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 class ProgressLine:
     """step / total, loss, steps/s, clips/s, ETA, on one line (a new line each update off a terminal)."""
 

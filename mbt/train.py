@@ -263,11 +263,6 @@ def evaluate_params(cfg: TrainConfig, params, data: str, split: str, **kw) -> di
     return evaluate(cfg, params, data, split, **kw)
 
 
-def save_config(cfg: TrainConfig, path: str) -> None:
-    with open(path, "w") as f:
-        json.dump(dataclasses.asdict(cfg), f, indent=1, sort_keys=True, default=list)
-
-
 def load_config(path: str) -> TrainConfig:
     """The TrainConfig a run saved (its checkpoints' meta)."""
     from mbt.train_config import OptimConfig, RunConfig

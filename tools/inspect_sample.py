@@ -29,15 +29,10 @@ def list_keys(path: str) -> list[str]:
     return [s.key for s in read_shard(path)]
 
 
-def jpeg_size(data: bytes) -> tuple[int, int]:
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as im:
-        return im.size
-
-
 def describe(sample: Sample) -> str:
     """A few lines a person can read: key, labels, duration, frames, spectrogram, meta."""
+    from pipelines.decode import jpeg_size  # reads the SOF header; nothing is decoded
+
     w, h = jpeg_size(sample.frames[0]) if sample.frames else (0, 0)
     mel = sample.melspec
     labels = ", ".join(f"{i} {t!r}" for i, t in zip(sample.labels, sample.label_text)) or "(none)"

@@ -89,12 +89,8 @@ def test_sample_windows_cuts_the_right_frames_and_rows(make_clip):
     assert last["__key__"] == "c_0" and last["labels"] == [0]
 
 
-def test_only_the_sampled_frames_are_decoded(monkeypatch, make_clip):
-    clip = make_clip("c_1", seconds=2.0)
-    (w,) = sampling.choose_windows(50, 200, mode="centre", num_frames=4, clip_seconds=1.0)
-    sampled = set(w.frames)
-    # every other frame is broken: decoding any of them would fail
-    clip.frames = [f if i in sampled else b"\xff\xd8 not a jpeg" for i, f in enumerate(clip.frames)]
+def decode_centre_window(monkeypatch, clip) -> tuple[dict, list[bytes]]:
+    """Sample the centred 4-frame, 1 s window of `clip` and decode it; also return every JPEG decoded."""
     calls = []
     real = sampling.decode_jpeg
     monkeypatch.setattr(sampling, "decode_jpeg", lambda data: calls.append(data) or real(data))
@@ -102,6 +98,16 @@ def test_only_the_sampled_frames_are_decoded(monkeypatch, make_clip):
                                test_windows=1))
     (ex,) = sampling.decode_frames(sampling.sample_windows([{"lazy": MemorySample(clip)}], cfg=cfg,
                                                            training=False, seed=0))
+    return ex, calls
+
+
+def test_only_the_sampled_frames_are_decoded(monkeypatch, make_clip):
+    clip = make_clip("c_1", seconds=2.0)
+    (w,) = sampling.choose_windows(50, 200, mode="centre", num_frames=4, clip_seconds=1.0)
+    sampled = set(w.frames)
+    # every other frame is broken: decoding any of them would fail
+    clip.frames = [f if i in sampled else b"\xff\xd8 not a jpeg" for i, f in enumerate(clip.frames)]
+    ex, calls = decode_centre_window(monkeypatch, clip)
     assert len(calls) == 4 and ex["frames"].shape == (4, 48, 64, 3) and ex["frames"].dtype == np.uint8
     # frame i is grey level ~4i (+ up to 11 of noise): the decoded frames are the sampled ones
     np.testing.assert_allclose(ex["frames"].mean(axis=(1, 2, 3)), [4 * i + 5.5 for i in w.frames], atol=2)
@@ -109,13 +115,7 @@ def test_only_the_sampled_frames_are_decoded(monkeypatch, make_clip):
 
 def test_a_padded_window_decodes_its_repeated_frame_once(monkeypatch, make_clip):
     clip = make_clip("c_2", seconds=0.4)  # 10 frames, window of 25
-    calls = []
-    real = sampling.decode_jpeg
-    monkeypatch.setattr(sampling, "decode_jpeg", lambda data: calls.append(data) or real(data))
-    cfg = type("Cfg", (), dict(num_frames=4, clip_seconds=1.0, frame_stride=None, async_spectrogram=False,
-                               test_windows=1))
-    (ex,) = sampling.decode_frames(sampling.sample_windows([{"lazy": MemorySample(clip)}], cfg=cfg,
-                                                           training=False, seed=0))
+    ex, calls = decode_centre_window(monkeypatch, clip)
     assert ex["frames_padded"] == 2 and ex["spec_padded"] == 60 and len(calls) == 3
     assert (ex["frames"][2] == ex["frames"][3]).all()
 

@@ -22,7 +22,7 @@ def dataset(tmp_path_factory) -> Path:
     return out
 
 
-def test_ingest_prints_a_balanced_summary(dataset, capsys):
+def test_ingest_writes_shards_of_both_formats_and_the_index(dataset):
     assert (dataset / "train.index.json").exists()
     assert (dataset / "train-00000-of-00001.tar").exists()
     assert (dataset / "train-00000-of-00001.tfrecord").exists()
