@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -39,10 +40,18 @@ def launch(data: str, workdir: Path, port: int, tiny_train: list[str], extra=(),
 
 @pytest.mark.slow
 def test_two_processes_match_one_process_with_two_devices_and_restore_in_one(data, tmp_path, tiny_train):
-    workdir = tmp_path / "run"
-    procs = launch(data, workdir, free_port(), tiny_train, ["--optim.steps=3", "--run.checkpoint_every=3"])
-    for p in procs:
-        assert p.wait(timeout=600) == 0, p.stderr.read()[-3000:]
+    # Launching two processes on a port picked beforehand can lose a race for that port (or a gloo
+    # connection on a loaded machine); such a launch failure is retried once, on a new port and run
+    # directory, with the first attempt's errors kept in a warning. A loss mismatch is never retried.
+    for attempt in (1, 2):
+        workdir = tmp_path / f"run{attempt}"
+        procs = launch(data, workdir, free_port(), tiny_train, ["--optim.steps=3", "--run.checkpoint_every=3"])
+        codes = [p.wait(timeout=600) for p in procs]
+        if codes == [0, 0]:
+            break
+        errors = "\n".join(p.stderr.read()[-3000:] for p in procs)
+        assert attempt == 1, f"exit codes {codes}:\n{errors}"
+        warnings.warn(f"2-process launch failed (exit codes {codes}), retrying once:\n{errors}")
     two = [json.loads(line)["loss"] for line in (workdir / "metrics.jsonl").read_text().splitlines()]
 
     # One process, two virtual devices, fed the same global batches: host 0's slice then host 1's.
