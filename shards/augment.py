@@ -5,20 +5,23 @@ Every random choice of an example comes from (seed, what it is for, epoch, key, 
 produced it, and switching one augmentation off leaves the others' draws unchanged. One crop box,
 flip and colour transform per clip (all its frames alike), as video models expect.
 
-Speed matters here (the input must keep up with an accelerator): the crop is resized by torch's
-uint8 bilinear kernel on all frames at once, the whole colour jitter is one 3x4 colour
-matrix applied by Pillow in uint8, and RGB stays uint8 until `normalize_rgb` writes float32 straight
-into the batch.
+Speed matters here (the input must keep up with an accelerator, and `mbt bench input` holds it to
+the cost of decoding the JPEGs): only the crop box of each sampled frame is decoded, into one
+reused scratch buffer, and resized by OpenCV straight into the clip's output while it is still in
+the cache, so no full-size frame array is ever made; flips happen in place, the colour jitter is one
+3x4 colour matrix (cv2.transform, uint8), and each frame is written once, into its batch slot
+(normalised to float32 there while still in the cache, unless the batch ships uint8).
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import numpy as np
 
-from shards import order
+from shards import order, sampling
+from shards.errors import ShardError
 
 if TYPE_CHECKING:
     from shards.stream import InputConfig
@@ -63,23 +66,25 @@ def crop_box(height: int, width: int, *, cfg: "InputConfig",
     return (height - h) // 2, (width - w) // 2, h, w
 
 
-def resize_crop(frames: np.ndarray, box: tuple[int, int, int, int], size: int, flip: bool = False,
-                antialias: bool = False) -> np.ndarray:
-    """uint8 [F, H, W, 3] -> the box of every frame resized to uint8 [F, size, size, 3], mirrored if `flip`.
+def resize_into(src: np.ndarray, out: np.ndarray, *, flip: bool = False, antialias: bool = False) -> np.ndarray:
+    """uint8 [h, w, 3] resized (bilinear) into uint8 `out` [S, S, 3], mirrored if `flip`.
 
-    Bilinear; antialias=False is tf.image.resize's default, which DMVR/scenic video inputs use (and
-    2.5x faster here); a crop box is rarely more than 1.5x the output, where aliasing is mild."""
-    import torch
-    from torch.nn import functional as F
+    antialias=False is tf.image.resize's default, which DMVR/scenic video inputs use: a crop box is
+    rarely more than 1.2x the output, where aliasing is mild. antialias=True averages over the
+    source pixels when shrinking (OpenCV's area interpolation; slower)."""
+    import cv2
 
-    top, left, h, w = box
-    x = torch.from_numpy(frames).permute(0, 3, 1, 2)[:, :, top:top + h, left:left + w]  # NCHW, channels-last
-    if (h, w) != (size, size):  # (a centre crop of a frame already at scale needs no resampling)
-        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=antialias, align_corners=False)
+    size = out.shape[1], out.shape[0]
+    if src.shape[1::-1] == size:  # (a centre crop of a frame already at scale needs no resampling)
+        out[...] = src
+    else:
+        shrink = antialias and (src.shape[1] > size[0] or src.shape[0] > size[1])
+        written = cv2.resize(src, size, dst=out, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        if written.ctypes.data != out.ctypes.data:  # (OpenCV allocates when dst does not fit: never here)
+            out[...] = written
     if flip:
-        x = x.flip(3)
-    # channels-last NCHW is NHWC in memory: this is a copy only when nothing above made one
-    return x.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).numpy()
+        cv2.flip(out, 1, dst=out)
+    return out
 
 
 def hue_matrix(turns: float) -> np.ndarray:
@@ -121,34 +126,86 @@ def colour_matrix(rng: np.random.Generator, cfg: "InputConfig", mean_rgb: np.nda
 
 
 def apply_colour(rgb: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    """uint8 [F, H, W, 3] through the affine colour map (rounded, clipped to 0..255 by Pillow)."""
-    from PIL import Image
+    """uint8 [..., H, W, 3] through the affine colour map, in place (rounded, saturated to 0..255)."""
+    import cv2
 
-    coeffs = tuple(float(x) for x in matrix.reshape(-1))
-    out = np.empty_like(rgb)
-    for i, frame in enumerate(rgb):
-        out[i] = np.asarray(Image.fromarray(frame).convert("RGB", coeffs))
-    return out
+    frames = rgb.reshape(-1, rgb.shape[-2], 3)
+    written = cv2.transform(frames, np.asarray(matrix, np.float64), dst=frames)
+    if written.ctypes.data != frames.ctypes.data:
+        frames[...] = written
+    return rgb
 
 
-def augment_video(samples: Iterable[dict], *, cfg: "InputConfig", training: bool,
-                  seed: int = 0) -> Iterator[dict]:
-    """Stage: `frames` uint8 [F, H, W, 3] -> `rgb` uint8 [F, crop_size, crop_size, 3].
+def augment_video(samples: Iterable[dict], *, cfg: "InputConfig", training: bool, seed: int = 0,
+                  on_error: sampling.OnError = sampling.raise_error,
+                  slot: Callable[[], np.ndarray] | None = None) -> Iterator[dict]:
+    """Stage: `jpegs` (one per sampled frame) -> `rgb` [F, crop_size, crop_size, 3].
 
     Training: random box (random resized crop or scale jitter), flip, colour jitter, each as the
-    config switches them; evaluation: the centred box only.
+    config switches them; evaluation: the centred box only. Only the box of each distinct frame is
+    decoded (see shards.sampling.decode_jpeg), once (a padded window repeats its last frame); a JPEG
+    that does not decode, or frames of different sizes, go to on_error as "bad_jpeg".
+
+    `slot()` gives the array each example's frames are written into (its slot in the batch being
+    made, see shards.batching.Batcher): uint8 pixels, or float32 normalised frame by frame while
+    the frame is in the cache (cfg.normalize_rgb: ImageNet mean/std, else x/255). Without it, a new
+    uint8 array per example.
     """
+    import cv2
+
+    cv2.setNumThreads(1)  # one loader stream = one core; OpenCV's thread pool would only add overhead
+    scratch = np.empty(0, np.uint8)  # the decoded box of one frame at a time, reused
+    pixels = np.empty((cfg.crop_size, cfg.crop_size, 3), np.uint8)  # one resized frame, before float32
     for ex in samples:
-        frames = ex.pop("frames")
+        jpegs = ex.pop("jpegs")
         rng = _example_rng(seed, order.CROP, ex) if training else None
-        box = crop_box(frames.shape[1], frames.shape[2], cfg=cfg, rng=rng)
         flip = training and cfg.flip and _example_rng(seed, order.FLIP, ex).random() < 0.5
-        rgb = resize_crop(frames, box, cfg.crop_size, flip=flip, antialias=cfg.antialias)
-        if training and cfg.colour_jitter:
-            mean_rgb = rgb[0, ::4, ::4].reshape(-1, 3).mean(axis=0)
-            rgb = apply_colour(rgb, colour_matrix(_example_rng(seed, order.COLOUR, ex), cfg, mean_rgb))
+        rgb = slot() if slot else np.empty((len(jpegs), cfg.crop_size, cfg.crop_size, 3), np.uint8)
+        done: dict[int, int] = {}  # frame index -> its place in rgb
+        colour = None
+        try:
+            shape = _jpeg_size(ex, ex["frame_indices"][0], jpegs[0])
+            box = crop_box(*shape, cfg=cfg, rng=rng)
+            for i, (j, data) in enumerate(zip(ex["frame_indices"], jpegs)):
+                if j in done:
+                    rgb[i] = rgb[done[j]]
+                    continue
+                if scratch.size < shape[0] * shape[1] * 3:
+                    scratch = np.empty(shape[0] * shape[1] * 3, np.uint8)
+                frame = pixels if rgb.dtype != np.uint8 else rgb[i]
+                resize_into(_decode(ex, j, data, scratch, box, shape), frame, flip=flip, antialias=cfg.antialias)
+                if training and cfg.colour_jitter:
+                    if colour is None:  # one transform per clip, about its first frame's mean colour
+                        mean_rgb = frame[::4, ::4].reshape(-1, 3).mean(axis=0)
+                        colour = colour_matrix(_example_rng(seed, order.COLOUR, ex), cfg, mean_rgb)
+                    apply_colour(frame, colour)
+                if frame is pixels:
+                    normalize_rgb(pixels, out=rgb[i], imagenet=cfg.normalize_rgb)
+                done[j] = i
+        except ShardError as e:
+            on_error("bad_jpeg", ex, e)
+            continue
         ex["rgb"] = rgb
         yield ex
+
+
+def _jpeg_size(ex: dict, j: int, data: bytes) -> tuple[int, int]:
+    try:
+        return sampling.jpeg_size(data)
+    except Exception as e:
+        raise _not_a_jpeg(ex, j, e) from None
+
+
+def _decode(ex: dict, j: int, data: bytes, scratch: np.ndarray, box: tuple, shape: tuple) -> np.ndarray:
+    try:
+        return sampling.decode_jpeg(data, out=scratch, region=box, frame_size=shape)
+    except Exception as e:  # simplejpeg raises ValueError, Pillow OSError, SyntaxError, ...
+        raise _not_a_jpeg(ex, j, e) from None
+
+
+def _not_a_jpeg(ex: dict, j: int, e: Exception) -> ShardError:
+    return ShardError(f"shard {ex['__shard__']}, sample {ex['__key__']}: frame {j} is not a decodable JPEG "
+                      f"({type(e).__name__}: {e})")
 
 
 def normalize_rgb(rgb: np.ndarray, out: np.ndarray | None = None, *, imagenet: bool = True) -> np.ndarray:

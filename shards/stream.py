@@ -6,16 +6,16 @@
     it = make_input("data/", cfg, split="train", seed=0, state=saved)   # continues exactly
 
 One loader stream per worker and host (see shards.order): each stream is the pipeline
-read shards -> sample windows (frames still JPEG) -> shuffle buffer -> decode the sampled frames ->
-augment video -> normalise + SpecAugment audio -> check labels -> batch, made of the stages in
-shards.order / sampling / augment, each a plain generator over dicts. Streams run in torch DataLoader
+read shards -> sample windows (frames still JPEG) -> shuffle buffer -> check labels -> decode the
+sampled frames straight into their crops (+ flip, colour) -> normalise + SpecAugment audio -> batch,
+made of the stages in shards.order / sampling / augment, each a plain generator over dicts. Streams run in torch DataLoader
 worker processes (`num_workers`), or in this process; the host takes their batches round-robin, in
 the order torch's DataLoader gives them, so both ways give the same batches. Both encodings go
 through the same Python pipeline (one JPEG decoder, one resize), which is why a `.tar` and a
 `.tfrecord` dataset give the same batch for the same seed; tf.data would decode differently.
 
-Worker processes start from a fork server (see `_start_method`), which imports the script that
-created them, as spawn does: guard a training script with `if __name__ == "__main__":`.
+Worker processes (shards.workers) start from a fork server, which imports the script that created
+them, as spawn does: guard a training script with `if __name__ == "__main__":`.
 """
 
 from __future__ import annotations
@@ -24,13 +24,13 @@ import dataclasses
 import math
 import sys
 import warnings
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
 from shards import augment, order, sampling, source
+from shards.batching import Allocate, Batcher, check_labels
 from shards.errors import ShardError
-from shards.schema import NUM_MEL_BINS
 
 STATE_VERSION = 1
 LABEL_KINDS = ("multi_hot", "class_index", "verb_noun")
@@ -90,7 +90,7 @@ class InputConfig:
     num_workers: int = 0  # loader streams per host; 0: one stream in this process
     worker_processes: bool = True  # False: run the num_workers streams in this process (same batches)
     prefetch: int = 2  # batches each worker prepares ahead
-    start_method: str | None = None  # workers' multiprocessing start method (None: forkserver; see below)
+    start_method: str | None = None  # workers' multiprocessing start method (None: forkserver; shards.workers)
     on_error: str | None = None  # "skip" (count + warn) or "raise"; None: skip training, raise eval
 
     def __post_init__(self):
@@ -175,70 +175,6 @@ class BadInput:
 
 # ----------------------------------------------------------------------------------------- batches
 
-def check_labels(samples: Iterable[dict], *, kind: str, num_classes: int | None,
-                 on_error: sampling.OnError = sampling.raise_error) -> Iterator[dict]:
-    """Stage: pass examples whose labels fit `kind` and the vocabulary; the others go to on_error."""
-    for ex in samples:
-        labels, problem = ex["labels"], None
-        if kind == "verb_noun":
-            if ex["verb"] is None or ex["noun"] is None:
-                problem = "has no verb/noun labels (labels='verb_noun' is for EPIC-Kitchens shards)"
-        elif kind == "class_index" and len(labels) != 1:
-            problem = f"has {len(labels)} labels {labels}; labels='class_index' needs exactly one"
-        elif num_classes is not None and any(i >= num_classes for i in labels):
-            problem = f"has label {max(labels)} outside the {num_classes} classes"
-        if problem:
-            on_error("bad_label", ex, ShardError(f"shard {ex['__shard__']}, sample {ex['__key__']} {problem}"))
-            continue
-        yield ex
-
-
-def collate(examples: Sequence[dict], *, batch_size: int, cfg: InputConfig, num_classes: int | None,
-            alloc: Callable[[tuple, Any], np.ndarray] = np.empty) -> dict[str, np.ndarray]:
-    """Examples -> one batch dict of fixed shapes; slots past len(examples) are zeros with mask 0."""
-    n, size = len(examples), cfg.crop_size
-    rgb = alloc((batch_size, cfg.num_frames, size, size, 3), np.uint8 if cfg.rgb_uint8 else np.float32)
-    spec = alloc((batch_size, cfg.spectrogram_rows, NUM_MEL_BINS), np.float32)
-    for i, ex in enumerate(examples):
-        if cfg.rgb_uint8:
-            rgb[i] = ex["rgb"]
-        else:
-            augment.normalize_rgb(ex["rgb"], out=rgb[i], imagenet=cfg.normalize_rgb)
-        spec[i] = ex["spectrogram"]
-    rgb[n:], spec[n:] = 0, 0
-    ints = lambda name: np.array([ex[name] for ex in examples] + [0] * (batch_size - n), np.int32)
-    batch = {"rgb": rgb, "spectrogram": spec}
-    if cfg.labels == "multi_hot":
-        batch["labels"] = np.zeros((batch_size, num_classes), np.float32)
-        for i, ex in enumerate(examples):
-            batch["labels"][i, ex["labels"]] = 1
-    elif cfg.labels == "class_index":
-        batch["labels"] = np.array([ex["labels"][0] for ex in examples] + [0] * (batch_size - n), np.int32)
-    else:
-        batch["verb"], batch["noun"] = ints("verb"), ints("noun")
-    batch["key"] = np.array([ex["__key__"] for ex in examples] + [""] * (batch_size - n), dtype=str)
-    batch["mask"] = (np.arange(batch_size) < n).astype(np.float32)
-    batch["window"] = ints("window")
-    batch["frames_padded"], batch["spec_padded"] = ints("frames_padded"), ints("spec_padded")
-    return batch
-
-
-def to_batches(samples: Iterable[dict], *, batch_size: int, cfg: InputConfig, num_classes: int | None,
-               pad: bool = False, target: int | None = None, done: int = 0,
-               alloc: Callable[[tuple, Any], np.ndarray] = np.empty) -> Iterator[dict]:
-    """Stage: examples -> batches. pad=True (a finite stream) pads the last batch and then adds
-    all-padding batches until `target` batches were made (counting `done` made before a restore)."""
-    made, chunk = done, []
-    for ex in samples:
-        chunk.append(ex)
-        if len(chunk) == batch_size:
-            yield collate(chunk, batch_size=batch_size, cfg=cfg, num_classes=num_classes, alloc=alloc)
-            made, chunk = made + 1, []
-    while pad and (chunk or (target is not None and made < target)):
-        yield collate(chunk, batch_size=batch_size, cfg=cfg, num_classes=num_classes, alloc=alloc)
-        made, chunk = made + 1, []
-
-
 # ------------------------------------------------------------------------------------------ streams
 
 @dataclasses.dataclass(frozen=True)
@@ -264,9 +200,8 @@ class _Plan:
 class _Stream:
     """One loader stream: its share of the shards, as (batch, state after it) pairs."""
 
-    def __init__(self, plan: _Plan, local: int, state: dict | None = None,
-                 alloc: Callable[[tuple, Any], np.ndarray] = np.empty):
-        self.plan, self.local, self.alloc = plan, local, alloc
+    def __init__(self, plan: _Plan, local: int, state: dict | None = None, allocate: Allocate | None = None):
+        self.plan, self.local, self.allocate = plan, local, allocate
         self.stream, self.num_streams = order.stream_of(plan.process_index, plan.process_count, local,
                                                         plan.streams_per_host)
         state = state or {}
@@ -291,13 +226,14 @@ class _Stream:
         examples = order.shuffle_buffer(examples, size=cfg.shuffle_buffer if p.training else 0, seed=p.seed,
                                         stream=self.stream, pos=self.pos, buffer=self.buffer,
                                         complete=lambda ex: ex["window"] + 1 == ex["num_windows"])
-        examples = sampling.decode_frames(examples, on_error=self.bad)
-        examples = augment.augment_video(examples, cfg=cfg, training=p.training, seed=p.seed)
+        batcher = Batcher(batch_size=p.batch_size, cfg=cfg, num_classes=p.num_classes, allocate=self.allocate)
+        examples = check_labels(examples, kind=cfg.labels, num_classes=p.num_classes, on_error=self.bad)
+        examples = augment.augment_video(examples, cfg=cfg, training=p.training, seed=p.seed, on_error=self.bad,
+                                         slot=batcher.rgb_slot)
         examples = augment.augment_audio(examples, cfg=cfg, training=p.training, seed=p.seed,
                                          mel_mean=p.mel_mean, mel_std=p.mel_std)
-        examples = check_labels(examples, kind=cfg.labels, num_classes=p.num_classes, on_error=self.bad)
-        batches = to_batches(self._good(examples), batch_size=p.batch_size, cfg=cfg, num_classes=p.num_classes,
-                             pad=p.epochs is not None, target=p.target, done=self.batches, alloc=self.alloc)
+        batches = batcher.batches(self._good(examples), pad=p.epochs is not None, target=p.target,
+                                  done=self.batches)
         for batch in batches:
             self.batches += 1
             self.counts["batches"] = self.counts.get("batches", 0) + 1
@@ -368,7 +304,10 @@ class InputIterator:
         self._loader: Any = None
         self._local: list[tuple[int, Iterator]] = []
         if plan.cfg.num_workers and plan.cfg.worker_processes:
-            self._loader = iter(_make_loader(plan, self._states, self._first))
+            from shards import workers
+
+            self._ring = workers.Ring(plan)
+            self._loader = iter(workers.make_loader(plan, self._states, self._first, self._ring))
         else:
             order_ = [(self._first + i) % w for i in range(w)]  # round-robin from the saved next stream
             self._local = [(s, iter(_Stream(plan, s, self._states[s]))) for s in order_]
@@ -380,7 +319,8 @@ class InputIterator:
     def __next__(self) -> dict[str, np.ndarray]:
         if self._loader is not None:
             item = next(self._loader)
-            local, batch, state = item["stream"], _from_shared(item["batch"]), item["state"]
+            local, state = item["stream"], item["state"]
+            batch = self._ring.take(local, item)
         else:
             local, batch, state = self._next_local()
         self._states[local] = state
@@ -522,85 +462,3 @@ def _jax_process() -> tuple[int, int]:
 
         return jax.process_index(), jax.process_count()
     return 0, 1
-
-
-# ---------------------------------------------------------------------------- torch worker processes
-
-def _make_loader(plan: _Plan, states: list, first: int):
-    import torch.utils.data
-
-    return torch.utils.data.DataLoader(
-        _stream_dataset_class()(plan, states, first), batch_size=None, num_workers=plan.streams_per_host,
-        collate_fn=_identity, prefetch_factor=plan.cfg.prefetch,
-        multiprocessing_context=_start_method(plan.cfg.start_method))
-
-
-def _start_method(name: str | None):
-    """The workers' multiprocessing context. Default: forkserver where there is one. A trainer's process
-    runs JAX's (and TensorFlow's) threads, and forking a threaded process can deadlock the child; the
-    fork server is a clean single-threaded process that imported torch and this module once, so
-    workers still start in well under a second."""
-    import multiprocessing
-
-    if name is None:
-        if "forkserver" not in multiprocessing.get_all_start_methods():
-            return None
-        name = "forkserver"
-    context = multiprocessing.get_context(name)
-    if name == "forkserver":
-        context.set_forkserver_preload(["torch", "numpy", "PIL.Image", __name__])
-    return context
-
-
-def _identity(x):
-    return x
-
-
-def _shared_alloc(shape: tuple, dtype: Any) -> np.ndarray:
-    """A numpy array in torch shared memory: it reaches the main process without being copied."""
-    import torch
-
-    return torch.empty(shape, dtype=torch.from_numpy(np.empty(0, dtype)).dtype).share_memory_().numpy()
-
-
-def _to_shared(batch: dict) -> dict:
-    import torch
-
-    return {k: v.base if isinstance(getattr(v, "base", None), torch.Tensor) else v for k, v in batch.items()}
-
-
-def _from_shared(batch: dict) -> dict:
-    return {k: v.numpy() if hasattr(v, "numpy") and not isinstance(v, np.ndarray) else v
-            for k, v in batch.items()}
-
-
-def _stream_dataset_iter(self) -> Iterator[dict]:
-    import torch.utils.data
-
-    worker = torch.utils.data.get_worker_info().id
-    local = (self.first + worker) % self.plan.streams_per_host
-    for batch, state in _Stream(self.plan, local, self.states[local], alloc=_shared_alloc):
-        yield {"stream": local, "batch": _to_shared(batch), "state": state}
-
-
-def _stream_dataset_class() -> type:
-    """torch's IterableDataset must be subclassed, but importing torch at the top would slow every
-    import of shards.stream: the class is made on first use, as the module attribute
-    `_StreamDataset`, so a worker started by spawn/forkserver still finds it by name when unpickling."""
-    cls = globals().get("_StreamDataset")
-    if cls is None:
-        import torch.utils.data
-
-        def init(self, plan, states, first):
-            self.plan, self.states, self.first = plan, states, first
-
-        cls = type("_StreamDataset", (torch.utils.data.IterableDataset,),
-                   {"__init__": init, "__iter__": _stream_dataset_iter, "__module__": __name__})
-        globals()["_StreamDataset"] = cls
-    return cls
-
-
-def __getattr__(name: str):
-    if name == "_StreamDataset":
-        return _stream_dataset_class()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
+from PIL import Image
 
 from shards import augment
 
@@ -19,9 +22,9 @@ def example(key="k", **fields):
 def test_eval_crop_is_centred_and_exact_at_scale(small_input):
     cfg = small_input(crop_size=42)
     assert augment.crop_box(48, 64, cfg=cfg) == (3, 11, 42, 42)  # 0.875 of the short side, centred
-    x = frames()
-    out = augment.resize_crop(x, (3, 11, 42, 42), 42)
-    assert (out == x[:, 3:45, 11:53]).all()  # no resampling at scale
+    x = frames(1)[0]
+    out = augment.resize_into(x[3:45, 11:53], np.empty((42, 42, 3), np.uint8))
+    assert (out == x[3:45, 11:53]).all()  # no resampling at scale
 
 
 @pytest.mark.parametrize("crop", ["random_resized", "scale_jitter"])
@@ -40,11 +43,22 @@ def test_random_crops_stay_inside_and_follow_the_seed(small_input, crop):
     assert len(boxes) > 30
 
 
-def test_resize_crop_resizes_every_frame_alike():
-    x = np.repeat(frames(1), 3, axis=0)
-    out = augment.resize_crop(x, (4, 8, 30, 40), 32)
-    assert out.shape == (3, 32, 32, 3) and out.dtype == np.uint8 and out.flags.c_contiguous
-    assert (out[0] == out[1]).all() and (out[0] == out[2]).all()
+def test_resize_into_is_half_pixel_bilinear_in_place_and_flips():
+    import torch
+    from torch.nn import functional as F
+
+    x = frames(1)[0]
+    box = x[4:34, 8:48]  # 30 x 40, a strided view
+    out = np.zeros((32, 32, 3), np.uint8)
+    assert augment.resize_into(box, out) is out and out.any()  # written in place
+    # the same as torch's (and tf.image.resize's) bilinear without antialiasing, up to rounding
+    ref = F.interpolate(torch.from_numpy(box.astype(np.float32)).permute(2, 0, 1)[None], size=(32, 32),
+                        mode="bilinear", align_corners=False, antialias=False)[0].permute(1, 2, 0).numpy()
+    assert np.abs(out - ref).max() <= 1.0
+    mirrored = augment.resize_into(box, np.empty_like(out), flip=True)
+    assert (mirrored == out[:, ::-1]).all()
+    smooth = augment.resize_into(x, np.empty((16, 16, 3), np.uint8), antialias=True)  # 4x shrink: area average
+    np.testing.assert_allclose(smooth.astype(float), x.reshape(16, 3, 16, 4, 3).mean(axis=(1, 3)), atol=1)
 
 
 def test_colour_matrix_parts(small_input):
@@ -78,10 +92,20 @@ def test_normalize_rgb_matches_the_formula():
     np.testing.assert_allclose(out[1], x / 255.0, rtol=1e-6)
 
 
+def jpegs_of(x, quality=95):
+    out = []
+    for frame in x:
+        buf = io.BytesIO()
+        Image.fromarray(frame).save(buf, "JPEG", quality=quality)
+        out.append(buf.getvalue())
+    return out
+
+
 def test_augment_video_switches_and_determinism(small_input):
-    x = frames()
+    jpegs = jpegs_of(frames())
     run = lambda cfg, key="k", training=True: next(augment.augment_video(
-        [example(key, frames=x.copy())], cfg=cfg, training=training, seed=1))["rgb"]
+        [example(key, jpegs=list(jpegs), frame_indices=(0, 1, 2, 3), __shard__="s")], cfg=cfg,
+        training=training, seed=1))["rgb"]
     plain = small_input(flip=False, colour_jitter=False)
     base = run(plain)
     assert base.shape == (4, 32, 32, 3) and base.dtype == np.uint8
@@ -96,6 +120,17 @@ def test_augment_video_switches_and_determinism(small_input):
     # evaluation: the centred crop, whatever the key
     ev = run(small_input(), training=False)
     assert (ev == run(small_input(), key="other", training=False)).all()
+
+
+def test_augment_video_normalises_into_a_float32_slot_as_normalize_rgb_does(small_input):
+    jpegs = jpegs_of(frames())
+    ex = lambda: [example("k", jpegs=list(jpegs), frame_indices=(0, 1, 2, 2), __shard__="s")]
+    for cfg in (small_input(colour_jitter=True, colour_prob=1.0), small_input(normalize_rgb=False)):
+        pixels = next(augment.augment_video(ex(), cfg=cfg, training=True, seed=3))["rgb"]
+        slot = np.zeros((4, 32, 32, 3), np.float32)
+        out = next(augment.augment_video(ex(), cfg=cfg, training=True, seed=3, slot=lambda: slot))["rgb"]
+        assert out is slot and (pixels[2] == pixels[3]).all()  # a repeated frame index: the same frame
+        np.testing.assert_array_equal(slot, augment.normalize_rgb(pixels, imagenet=cfg.normalize_rgb))
 
 
 def test_spec_augment_masks_within_limits():

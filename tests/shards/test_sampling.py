@@ -90,14 +90,17 @@ def test_sample_windows_cuts_the_right_frames_and_rows(make_clip):
 
 
 def decode_centre_window(monkeypatch, clip) -> tuple[dict, list[bytes]]:
-    """Sample the centred 4-frame, 1 s window of `clip` and decode it; also return every JPEG decoded."""
+    """Sample the centred 4-frame, 1 s window of `clip` and decode it (its centred 42 px box, the exact
+    pixels of the 48 px frames); also return every JPEG decoded."""
+    from shards.augment import augment_video
+    from shards.stream import InputConfig
+
     calls = []
     real = sampling.decode_jpeg
-    monkeypatch.setattr(sampling, "decode_jpeg", lambda data: calls.append(data) or real(data))
-    cfg = type("Cfg", (), dict(num_frames=4, clip_seconds=1.0, frame_stride=None, async_spectrogram=False,
-                               test_windows=1))
-    (ex,) = sampling.decode_frames(sampling.sample_windows([{"lazy": MemorySample(clip)}], cfg=cfg,
-                                                           training=False, seed=0))
+    monkeypatch.setattr(sampling, "decode_jpeg", lambda data, **kw: calls.append(data) or real(data, **kw))
+    cfg = InputConfig(num_frames=4, clip_seconds=1.0, crop_size=42)
+    (ex,) = augment_video(sampling.sample_windows([{"lazy": MemorySample(clip)}], cfg=cfg, training=False, seed=0),
+                          cfg=cfg, training=False)
     return ex, calls
 
 
@@ -108,28 +111,32 @@ def test_only_the_sampled_frames_are_decoded(monkeypatch, make_clip):
     # every other frame is broken: decoding any of them would fail
     clip.frames = [f if i in sampled else b"\xff\xd8 not a jpeg" for i, f in enumerate(clip.frames)]
     ex, calls = decode_centre_window(monkeypatch, clip)
-    assert len(calls) == 4 and ex["frames"].shape == (4, 48, 64, 3) and ex["frames"].dtype == np.uint8
+    assert len(calls) == 4 and ex["rgb"].shape == (4, 42, 42, 3) and ex["rgb"].dtype == np.uint8
     # frame i is grey level ~4i (+ up to 11 of noise): the decoded frames are the sampled ones
-    np.testing.assert_allclose(ex["frames"].mean(axis=(1, 2, 3)), [4 * i + 5.5 for i in w.frames], atol=2)
+    np.testing.assert_allclose(ex["rgb"].mean(axis=(1, 2, 3)), [4 * i + 5.5 for i in w.frames], atol=2)
 
 
 def test_a_padded_window_decodes_its_repeated_frame_once(monkeypatch, make_clip):
     clip = make_clip("c_2", seconds=0.4)  # 10 frames, window of 25
     ex, calls = decode_centre_window(monkeypatch, clip)
     assert ex["frames_padded"] == 2 and ex["spec_padded"] == 60 and len(calls) == 3
-    assert (ex["frames"][2] == ex["frames"][3]).all()
+    assert (ex["rgb"][2] == ex["rgb"][3]).all()
 
 
 def test_bad_samples_go_to_on_error_or_raise(make_clip):
+    from shards.augment import augment_video
+    from shards.stream import InputConfig
+
     clip = make_clip("c_3", seconds=1.0)
     clip.frames[12] = b"\xff\xd8 truncated"  # the centred window samples frames 0, 6, 12, 18
-    cfg = type("Cfg", (), dict(num_frames=4, clip_seconds=1.0, frame_stride=None, async_spectrogram=False,
-                               test_windows=1))
+    cfg = InputConfig(num_frames=4, clip_seconds=1.0, crop_size=32)
     examples = lambda: sampling.sample_windows([{"lazy": MemorySample(clip)}], cfg=cfg, training=False, seed=0)
+    video = lambda on_error=sampling.raise_error: augment_video(examples(), cfg=cfg, training=False,
+                                                                on_error=on_error)
     with pytest.raises(ShardError, match=r"shard mem\.tar, sample c_3: frame 12 is not a decodable JPEG"):
-        list(sampling.decode_frames(examples()))
+        list(video())
     errors = []
-    assert list(sampling.decode_frames(examples(), on_error=lambda *a: errors.append(a))) == []
+    assert list(video(lambda *a: errors.append(a))) == []
     assert errors[0][0] == "bad_jpeg" and errors[0][1]["__key__"] == "c_3"
     empty = make_clip("c_4", seconds=1.0)
     empty.frames = []

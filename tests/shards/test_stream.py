@@ -47,6 +47,18 @@ def test_batches_have_fixed_shapes_and_types(dataset, small_input):
     assert json.loads(json.dumps(it.state())) == it.state()  # the state is plain JSON
 
 
+def test_uint8_batches_are_the_float32_ones_before_normalisation(dataset, small_input):
+    from shards.augment import normalize_rgb
+
+    kw = dict(seed=3, process_index=0, process_count=1)
+    f32 = take(make_input(dataset, small_input(), **kw), 2)
+    u8 = take(make_input(dataset, small_input(rgb_uint8=True), **kw), 2)
+    for a, b in zip(f32, u8):
+        assert b["rgb"].dtype == np.uint8 and (a["key"] == b["key"]).all()
+        np.testing.assert_array_equal(a["rgb"], normalize_rgb(b["rgb"]))
+        np.testing.assert_array_equal(a["spectrogram"], b["spectrogram"])
+
+
 def test_labels_as_class_index_and_verb_noun(tmp_path, small_input, make_clip, make_dataset):
     folder = make_dataset(tmp_path / "epic", [make_clip(f"e{i}", 1.0, labels=(i % 3,), verb=i, noun=2 * i)
                                                for i in range(6)], num_shards=2, formats=("webdataset",))

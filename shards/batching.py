@@ -1,0 +1,120 @@
+"""Examples -> fixed-shape batches: the label check, and the batcher that owns each batch's memory.
+
+The batcher hands out the slot of the next example in the batch being made (`rgb_slot`), and the
+video stage (shards.augment.augment_video) decodes, crops and normalises the frames straight into
+it: pixels are written once, into the memory the batch leaves in (in a loader worker, a reused
+shared-memory slot; see shards.workers). Only the small fields are collated when the batch is full.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+
+import numpy as np
+
+from shards import augment, sampling
+from shards.errors import ShardError
+from shards.schema import NUM_MEL_BINS
+
+if TYPE_CHECKING:
+    from shards.stream import InputConfig
+
+# allocate(cfg-shaped arrays) -> {"rgb": [B, F, S, S, 3], "spectrogram": [B, 100 t, 128]} of one batch
+Allocate = Callable[[], dict[str, np.ndarray]]
+
+
+def batch_arrays(batch_size: int, cfg: "InputConfig") -> dict[str, tuple[tuple[int, ...], type]]:
+    """Shape and dtype of the large arrays of a batch: RGB (uint8, or float32 normalised) and spectrogram."""
+    size = cfg.crop_size
+    return {"rgb": ((batch_size, cfg.num_frames, size, size, 3), np.uint8 if cfg.rgb_uint8 else np.float32),
+            "spectrogram": ((batch_size, cfg.spectrogram_rows, NUM_MEL_BINS), np.float32)}
+
+
+def check_labels(samples: Iterable[dict], *, kind: str, num_classes: int | None,
+                 on_error: sampling.OnError = sampling.raise_error) -> Iterator[dict]:
+    """Stage: pass examples whose labels fit `kind` and the vocabulary; the others go to on_error."""
+    for ex in samples:
+        labels, problem = ex["labels"], None
+        if kind == "verb_noun":
+            if ex["verb"] is None or ex["noun"] is None:
+                problem = "has no verb/noun labels (labels='verb_noun' is for EPIC-Kitchens shards)"
+        elif kind == "class_index" and len(labels) != 1:
+            problem = f"has {len(labels)} labels {labels}; labels='class_index' needs exactly one"
+        elif num_classes is not None and any(i >= num_classes for i in labels):
+            problem = f"has label {max(labels)} outside the {num_classes} classes"
+        if problem:
+            on_error("bad_label", ex, ShardError(f"shard {ex['__shard__']}, sample {ex['__key__']} {problem}"))
+            continue
+        yield ex
+
+
+class Batcher:
+    """Makes one stream's batches, dicts of fixed-shape numpy arrays; slots past the examples of a
+    (last) batch are zeros with mask 0.
+
+    `rgb_slot()` is where the next example's frames go. The stages between the video stage and
+    `batches()` must pass examples one at a time (plain generators do), so that the example asking
+    for a slot is the next one batched; an example found in another example's slot raises.
+    """
+
+    def __init__(self, *, batch_size: int, cfg: "InputConfig", num_classes: int | None,
+                 allocate: Allocate | None = None):
+        self.batch_size, self.cfg, self.num_classes = batch_size, cfg, num_classes
+        shapes = batch_arrays(batch_size, cfg)
+        self.allocate = allocate or (lambda: {k: np.empty(*v) for k, v in shapes.items()})
+        self.arrays: dict[str, np.ndarray] | None = None  # of the batch being made
+        self.chunk: list[dict] = []
+        self.made = 0
+
+    def rgb_slot(self) -> np.ndarray:
+        """The RGB slot [F, S, S, 3] of the next example in the batch being made."""
+        if self.arrays is None:
+            self.arrays = self.allocate()
+        return self.arrays["rgb"][len(self.chunk)]
+
+    def batches(self, examples: Iterable[dict], *, pad: bool = False, target: int | None = None,
+                done: int = 0) -> Iterator[dict]:
+        """Stage: examples -> batches. pad=True (a finite stream) pads the last batch and then adds
+        all-padding batches until `target` batches were made (counting `done` made before a restore)."""
+        self.made = done
+        for ex in examples:
+            self.chunk.append(ex)
+            if len(self.chunk) == self.batch_size:
+                yield self._finish()
+        while pad and (self.chunk or (target is not None and self.made < target)):
+            yield self._finish()
+
+    def _finish(self) -> dict[str, np.ndarray]:
+        arrays = self.arrays if self.arrays is not None else self.allocate()
+        examples, self.arrays, self.chunk = self.chunk, None, []
+        self.made += 1
+        cfg, size, n = self.cfg, self.batch_size, len(examples)
+        rgb, spec = arrays["rgb"], arrays["spectrogram"]
+        for i, ex in enumerate(examples):
+            where = ex["rgb"].ctypes.data - rgb.ctypes.data
+            if where == i * rgb[0].nbytes:
+                pass  # made in its slot
+            elif 0 <= where < rgb.nbytes:
+                raise RuntimeError("an example was decoded into another example's batch slot: a stage "
+                                   "between augment_video and the batcher held examples back")
+            elif ex["rgb"].dtype == rgb.dtype:  # made elsewhere (augment_video without a slot)
+                rgb[i] = ex["rgb"]
+            else:
+                augment.normalize_rgb(ex["rgb"], out=rgb[i], imagenet=cfg.normalize_rgb)
+            spec[i] = ex["spectrogram"]
+        rgb[n:], spec[n:] = 0, 0
+        ints = lambda name: np.array([ex[name] for ex in examples] + [0] * (size - n), np.int32)
+        batch = {"rgb": rgb, "spectrogram": spec}
+        if cfg.labels == "multi_hot":
+            batch["labels"] = np.zeros((size, self.num_classes), np.float32)
+            for i, ex in enumerate(examples):
+                batch["labels"][i, ex["labels"]] = 1
+        elif cfg.labels == "class_index":
+            batch["labels"] = np.array([ex["labels"][0] for ex in examples] + [0] * (size - n), np.int32)
+        else:
+            batch["verb"], batch["noun"] = ints("verb"), ints("noun")
+        batch["key"] = np.array([ex["__key__"] for ex in examples] + [""] * (size - n), dtype=str)
+        batch["mask"] = (np.arange(size) < n).astype(np.float32)
+        batch["window"] = ints("window")
+        batch["frames_padded"], batch["spec_padded"] = ints("frames_padded"), ints("spec_padded")
+        return batch

@@ -1,0 +1,48 @@
+"""shards.batching: the batcher's slots (pixels written once, in place), padding, and its guard."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from shards.batching import Batcher
+
+
+def example(i, rgb):
+    return {"__key__": f"k{i}", "rgb": rgb, "spectrogram": np.full((100, 128), i, np.float32), "labels": [i % 5],
+            "verb": None, "noun": None, "window": 0, "frames_padded": 0, "spec_padded": 0}
+
+
+def made_in_slots(batcher, n):
+    for i in range(n):
+        slot = batcher.rgb_slot()
+        slot[...] = i + 1
+        yield example(i, slot)
+
+
+def test_examples_made_in_their_slots_are_batched_in_place_and_padded(small_input):
+    batcher = Batcher(batch_size=4, cfg=small_input(rgb_uint8=True), num_classes=5)
+    first, last = list(batcher.batches(made_in_slots(batcher, 6), pad=True))
+    assert first["rgb"].dtype == np.uint8 and [int(first["rgb"][i].max()) for i in range(4)] == [1, 2, 3, 4]
+    assert [int(last["rgb"][i].max()) for i in range(4)] == [5, 6, 0, 0] and last["mask"].tolist() == [1, 1, 0, 0]
+    assert last["key"].tolist() == ["k4", "k5", "", ""] and last["spectrogram"][1].max() == 5
+    assert first["rgb"].ctypes.data != last["rgb"].ctypes.data  # a new array per batch
+
+
+def test_examples_made_elsewhere_are_copied_or_normalised(small_input):
+    pixels = np.full((4, 32, 32, 3), 255, np.uint8)
+    batcher = Batcher(batch_size=2, cfg=small_input(normalize_rgb=False), num_classes=5)
+    (batch,) = batcher.batches([example(0, pixels), example(1, pixels)])
+    assert batch["rgb"].dtype == np.float32 and np.allclose(batch["rgb"], 1.0)
+
+
+def test_an_example_in_another_examples_slot_raises(small_input):
+    batcher = Batcher(batch_size=4, cfg=small_input(rgb_uint8=True), num_classes=5)
+
+    def held_back():  # takes two slots before either example is batched: both get slot 0
+        a, b = example(0, batcher.rgb_slot()), example(1, batcher.rgb_slot())
+        yield a
+        yield b
+
+    with pytest.raises(RuntimeError, match="another example's batch slot"):
+        list(batcher.batches(held_back(), pad=True))
