@@ -30,7 +30,8 @@ def predict(cfg: TrainConfig, params, data: str, split: str, *, test_windows: in
     from shards.stream import make_input
 
     icfg = dataclasses.replace(cfg.input, test_windows=test_windows or cfg.input.test_windows,
-                               batch_size=batch_size or cfg.input.batch_size, num_workers=0)
+                               batch_size=batch_size or cfg.input.batch_size, num_workers=0,
+                               rgb_uint8=False)  # numpy straight into the model: normalised here
     sums: dict[str, dict[str, Any]] = {}
     counts: dict[str, int] = {}
     labels: dict[str, Any] = {}

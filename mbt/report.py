@@ -244,7 +244,8 @@ def _pick_clips(cfg: TrainConfig, data: str, split: str, n: int) -> list[dict]:
 
     from shards.stream import make_input
 
-    icfg = dataclasses.replace(cfg.input, test_windows=1, num_workers=0, batch_size=max(n, 1))
+    icfg = dataclasses.replace(cfg.input, test_windows=1, num_workers=0, batch_size=max(n, 1),
+                               rgb_uint8=False)  # numpy straight into the model: normalised here
     picked: list[dict] = []
     spare: list[dict] = []
     seen: set = set()

@@ -243,12 +243,14 @@ def spec_augment(spec: np.ndarray, rng: np.random.Generator, *, time_masks: int,
 
 def augment_audio(samples: Iterable[dict], *, cfg: "InputConfig", training: bool, seed: int = 0,
                   mel_mean: float | np.ndarray = 0.0, mel_std: float | np.ndarray = 1.0) -> Iterator[dict]:
-    """Stage: `spectrogram` log-mel [T, 128] -> normalised by the split's mel statistics, then (training)
-    SpecAugment masks, which cover with 0: the mean."""
+    """Stage: `spectrogram` log-mel float32 [T, 128] -> normalised by the split's mel statistics, then
+    (training) SpecAugment masks, which cover with 0: the mean. In place: the window is the example's
+    own copy (shards.sampling.cut_spectrogram)."""
     for ex in samples:
         spec = ex["spectrogram"]
         if cfg.normalize_spectrogram:
-            spec = ((spec - mel_mean) / mel_std).astype(np.float32, copy=False)
+            spec -= mel_mean
+            spec /= mel_std
         if training and cfg.spec_augment:
             spec_augment(spec, _example_rng(seed, order.SPEC, ex), time_masks=cfg.time_masks,
                          time_mask_max=cfg.time_mask_max, freq_masks=cfg.freq_masks,

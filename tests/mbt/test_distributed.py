@@ -57,7 +57,7 @@ def test_two_processes_match_one_process_with_two_devices_and_restore_in_one(dat
     # One process, two virtual devices, fed the same global batches: host 0's slice then host 1's.
     script = f"""
 import jax, numpy as np
-from mbt.input import data_mesh
+from mbt.input import data_mesh, to_global
 from mbt.train import init_state, plan_run, train_step
 from mbt.train_config import get_config
 from shards.stream import make_input
@@ -70,7 +70,7 @@ hosts = [make_input({data!r}, cfg.input, seed=cfg.run.seed, process_index=i, pro
 losses = []
 for _ in range(3):
     parts = [next(h) for h in hosts]
-    batch = {{k: jax.device_put(np.concatenate([p[k] for p in parts]), shard) for k in parts[0] if k != "key"}}
+    batch = to_global({{k: np.concatenate([p[k] for p in parts]) for k in parts[0] if k != "key"}}, shard)
     state, m = train_step(state, batch, jax.random.key(cfg.run.seed + 1), cfg=cfg, total_steps=3,
                           steps_per_epoch=4)
     losses.append(float(m["loss"]))
