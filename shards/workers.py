@@ -4,9 +4,10 @@ Each worker makes its batches in a ring of `prefetch + 1` batch slots in shared 
 main process creates once: the video stage writes the pixels straight into a slot (see
 shards.batching), the worker sends only the slot's number, the small fields and its state, and the
 main process copies the large arrays out and releases the slot (a counter per worker, also in
-shared memory). The memory is mapped once and reused: no batch pays for a new shared-memory
-segment and its fresh pages (torch's default, one segment per batch, cost more CPU than decoding
-the JPEGs did), and the caller's batches are its own arrays, never overwritten. A worker waits for
+shared memory), into a shards.batching.MemoryPool. The memory is mapped once and reused: no batch
+pays for a new shared-memory segment and its fresh pages (torch's default, one segment per batch,
+cost more CPU than decoding the JPEGs did), and the caller's batches are its own arrays, never
+overwritten. A worker waits for
 a free slot only if the caller has not taken its batches; with the DataLoader's `prefetch` tasks
 per worker that never happens.
 
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
-from shards.batching import batch_arrays
+from shards.batching import MemoryPool, batch_arrays
 
 if TYPE_CHECKING:
     from shards.stream import _Plan
@@ -38,12 +39,13 @@ class Ring:
         self.slots = [[{name: _shared(shape, dtype) for name, (shape, dtype) in shapes.items()}
                        for _ in range(self.size)] for _ in range(plan.streams_per_host)]
         self.released = torch.zeros(plan.streams_per_host, dtype=torch.int64).share_memory_()
+        self.pool = MemoryPool(shapes)
 
     def take(self, local: int, item: dict) -> dict[str, np.ndarray]:
         """In the main process: worker `local`'s batch `item` as arrays of its own; frees its slot."""
-        batch = dict(item["batch"])
+        batch = {**item["batch"], **self.pool()}
         for name, tensor in self.slots[local][item["slot"]].items():
-            batch[name] = tensor.numpy().copy()
+            np.copyto(batch[name], tensor.numpy())
         self.released[local] += 1
         return batch
 

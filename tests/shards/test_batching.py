@@ -46,3 +46,22 @@ def test_an_example_in_another_examples_slot_raises(small_input):
 
     with pytest.raises(RuntimeError, match="another example's batch slot"):
         list(batcher.batches(held_back(), pad=True))
+
+
+def test_pool_reuses_a_block_only_after_every_array_of_its_batch_is_gone():
+    from shards.batching import MemoryPool
+
+    pool = MemoryPool({"rgb": ((2, 3), np.uint8), "spectrogram": ((4, 5), np.float32)})
+    a = pool()
+    assert a["rgb"].shape == (2, 3) and a["spectrogram"].dtype == np.float32
+    assert a["spectrogram"].ctypes.data % 64 == 0
+    a["rgb"][...] = 7
+    kept = a["rgb"][1:]  # a view outlives the dict
+    address = a["rgb"].ctypes.data
+    del a
+    b = pool()
+    assert b["rgb"].ctypes.data != address and (kept == 7).all()  # still held: a new block
+    second = b["rgb"].ctypes.data
+    del kept, b
+    assert len(pool.free) == 2  # both batches gone: both blocks back
+    assert pool()["rgb"].ctypes.data in (address, second)
