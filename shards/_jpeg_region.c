@@ -36,6 +36,15 @@ static void message(j_common_ptr cinfo, int level) {
         fail(cinfo);
 }
 
+/* Route libjpeg's errors and warnings to fail() and make the decompressor (destroy it afterwards). */
+static void create(struct jpeg_decompress_struct *cinfo, Errors *errors) {
+    cinfo->err = jpeg_std_error(&errors->pub);
+    errors->pub.error_exit = fail;
+    errors->pub.emit_message = message;
+    errors->message[0] = '\0';
+    jpeg_create_decompress(cinfo);
+}
+
 enum { OK, LIBJPEG_ERROR, UNSUPPORTED, OUTSIDE, SMALL_BUFFER };
 enum { MARGIN = 2 };
 
@@ -55,12 +64,8 @@ static PyObject *decode(PyObject *Py_UNUSED(self), PyObject *args) {
     volatile int status = OK;
     volatile JDIMENSION x = 0, w = 0, frame_h = 0, frame_w = 0;
     volatile int rows = 0;
-    cinfo.err = jpeg_std_error(&errors.pub);
-    errors.pub.error_exit = fail;
-    errors.pub.emit_message = message;
-    errors.message[0] = '\0';
     Py_BEGIN_ALLOW_THREADS
-    jpeg_create_decompress(&cinfo);
+    create(&cinfo, &errors);
     if (setjmp(errors.jump)) {
         status = LIBJPEG_ERROR;
     } else {
@@ -142,10 +147,7 @@ static PyObject *size(PyObject *Py_UNUSED(self), PyObject *args) {
     struct jpeg_decompress_struct cinfo;
     Errors errors;
     volatile int status = OK;
-    cinfo.err = jpeg_std_error(&errors.pub);
-    errors.pub.error_exit = fail;
-    errors.pub.emit_message = message;
-    jpeg_create_decompress(&cinfo);
+    create(&cinfo, &errors);
     if (setjmp(errors.jump)) {
         status = LIBJPEG_ERROR;
     } else {

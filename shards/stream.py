@@ -7,10 +7,11 @@
 
 One loader stream per worker and host (see shards.order): each stream is the pipeline
 read shards -> sample windows (frames still JPEG) -> shuffle buffer -> check labels -> decode the
-sampled frames straight into their crops (+ flip, colour) -> normalise + SpecAugment audio -> batch,
-made of the stages in shards.order / sampling / augment, each a plain generator over dicts. Streams run in torch DataLoader
-worker processes (`num_workers`), or in this process; the host takes their batches round-robin, in
-the order torch's DataLoader gives them, so both ways give the same batches. Both encodings go
+sampled frames' crop boxes straight into the batch (+ resize, flip, colour) -> normalise +
+SpecAugment audio -> batch, made of the stages in shards.order / sampling / augment / batching, each
+a plain generator over dicts. Streams run in torch DataLoader worker processes (`num_workers`), or
+in this process; the host takes their batches round-robin, in the order torch's DataLoader gives
+them, so both ways give the same batches. Both encodings go
 through the same Python pipeline (one JPEG decoder, one resize), which is why a `.tar` and a
 `.tfrecord` dataset give the same batch for the same seed; tf.data would decode differently.
 
@@ -172,8 +173,6 @@ class BadInput:
         self.counts["bad_shard"] = self.counts.get("bad_shard", 0) + 1
         warnings.warn(f"skipped the rest of shard {path} (bad_shard): {error}", BadInputWarning, stacklevel=2)
 
-
-# ----------------------------------------------------------------------------------------- batches
 
 # ------------------------------------------------------------------------------------------ streams
 

@@ -4,9 +4,10 @@ The full input as the trainer runs it (shards.stream: read, shuffle, sample 8 fr
 scale-jitter crop to 224, flip, SpecAugment, batch; RGB shipped as uint8 and normalised on the
 device, or with --rgb-float32 on the host) runs in this process on one thread, and every JPEG it
 decodes is recorded; the bound is the same decoder (shards.sampling.decode_jpeg) decoding exactly
-those JPEGs whole, into one reused buffer, and nothing else. (The input decodes only each frame's
-crop box where shards._jpeg_region is built, so it can approach or pass that bound.) Rates are per CPU second (this process, and the workers' /proc times), so other
-load on the machine does not count against the input; wall rates are printed beside them. Then the
+those JPEGs whole, into one reused buffer, and nothing else. (Where shards._jpeg_region is built
+the input decodes only each frame's crop box, so it does less decoding than the bound.) Rates are
+per CPU second (this process, and the workers' /proc times), so other load on the machine does not
+count against the input; wall rates are printed beside them. Then the
 same input runs in 1..N worker processes (torch DataLoader), batches delivered here, and the cores
 needed to feed MBT-B/16 on one H200 at the planning figure of 300 clips/s follow.
 

@@ -40,9 +40,10 @@ def pillow(data: bytes) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
-@pytest.mark.parametrize("subsampling", [0, 1, 2])  # 4:4:4, 4:2:2, 4:2:0
-def test_whole_frames_and_regions_are_pillows_pixels(decoder, subsampling):
-    data = jpeg(scene(), quality=85, subsampling=subsampling)
+@pytest.mark.parametrize("subsampling,progressive", [(0, False), (1, False), (2, False), (2, True)])
+def test_whole_frames_and_regions_are_pillows_pixels(decoder, subsampling, progressive):
+    # 4:4:4, 4:2:2, 4:2:0 (what ffmpeg writes), and progressive
+    data = jpeg(scene(), quality=85, subsampling=subsampling, progressive=progressive)
     full = pillow(data)
     assert sampling.jpeg_size(data) == full.shape[:2]
     np.testing.assert_array_equal(sampling.decode_jpeg(data), full)
