@@ -12,9 +12,10 @@ copy of the next batch overlaps the current step. Fields that are not numbers (`
 host as numpy, host-local. `feed.state()` is the input state *after the last batch handed out*, not
 after the prefetched ones, so a checkpoint restores exactly to the step it was taken at.
 
-With InputConfig(rgb_uint8=True) the host ships raw uint8 pixels (a quarter of the bytes through
-worker shared memory and to the device) and the feed normalises them here, on the device, with the
-same ImageNet mean/std the host would have used.
+With InputConfig(rgb_uint8=True), which the training presets set, the host ships raw uint8 pixels
+(a quarter of the bytes written by the loader, through worker shared memory and to the device) and
+the feed normalises them here, on the device, with the same ImageNet mean/std the host would have
+used.
 """
 
 from __future__ import annotations

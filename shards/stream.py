@@ -77,7 +77,8 @@ class InputConfig:
     freq_mask_max: int = 48  # mel bins
     # normalisation
     normalize_rgb: bool = True  # (x/255 - ImageNet mean) / std; else x/255
-    rgb_uint8: bool = False  # ship raw uint8 pixels (4x less memory and transport); mbt.input normalises
+    rgb_uint8: bool = False  # ship raw uint8 pixels (4x less memory, transport, CPU); mbt.input normalises
+    #                          them on the device (the training presets do: mbt.train_config)
     normalize_spectrogram: bool = True  # (x - mel_mean) / mel_std
     mel_mean: float | None = None  # None: the split's, from the index
     mel_std: float | None = None
