@@ -80,7 +80,7 @@ def resize_into(src: np.ndarray, out: np.ndarray, *, flip: bool = False, antiali
     else:
         shrink = antialias and (src.shape[1] > size[0] or src.shape[0] > size[1])
         written = cv2.resize(src, size, dst=out, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-        if written.ctypes.data != out.ctypes.data:  # (OpenCV allocates when dst does not fit: never here)
+        if written is not out:  # (OpenCV allocates when dst does not fit: never here)
             out[...] = written
     if flip:
         cv2.flip(out, 1, dst=out)
@@ -131,7 +131,7 @@ def apply_colour(rgb: np.ndarray, matrix: np.ndarray) -> np.ndarray:
 
     frames = rgb.reshape(-1, rgb.shape[-2], 3)
     written = cv2.transform(frames, np.asarray(matrix, np.float64), dst=frames)
-    if written.ctypes.data != frames.ctypes.data:
+    if not np.may_share_memory(written, frames):  # (OpenCV wrote elsewhere: never here)
         frames[...] = written
     return rgb
 

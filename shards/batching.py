@@ -103,6 +103,7 @@ class Batcher:
         self.batch_size, self.cfg, self.num_classes = batch_size, cfg, num_classes
         self.allocate = allocate or MemoryPool(batch_arrays(batch_size, cfg))
         self.arrays: dict[str, np.ndarray] | None = None  # of the batch being made
+        self.slots: dict[int, np.ndarray] = {}  # the RGB slot handed out for each place in it
         self.chunk: list[dict] = []
         self.made = 0
 
@@ -110,7 +111,8 @@ class Batcher:
         """The RGB slot [F, S, S, 3] of the next example in the batch being made."""
         if self.arrays is None:
             self.arrays = self.allocate()
-        return self.arrays["rgb"][len(self.chunk)]
+        slot = self.slots[len(self.chunk)] = self.arrays["rgb"][len(self.chunk)]
+        return slot
 
     def batches(self, examples: Iterable[dict], *, pad: bool = False, target: int | None = None,
                 done: int = 0) -> Iterator[dict]:
@@ -126,15 +128,14 @@ class Batcher:
 
     def _finish(self) -> dict[str, np.ndarray]:
         arrays = self.arrays if self.arrays is not None else self.allocate()
-        examples, self.arrays, self.chunk = self.chunk, None, []
+        examples, slots, self.arrays, self.chunk, self.slots = self.chunk, self.slots, None, [], {}
         self.made += 1
         cfg, size, n = self.cfg, self.batch_size, len(examples)
         rgb, spec = arrays["rgb"], arrays["spectrogram"]
         for i, ex in enumerate(examples):
-            where = ex["rgb"].ctypes.data - rgb.ctypes.data
-            if where == i * rgb[0].nbytes:
+            if ex["rgb"] is slots.get(i):
                 pass  # made in its slot
-            elif 0 <= where < rgb.nbytes:
+            elif np.may_share_memory(ex["rgb"], rgb):
                 raise RuntimeError("an example was decoded into another example's batch slot: a stage "
                                    "between augment_video and the batcher held examples back")
             elif ex["rgb"].dtype == rgb.dtype:  # made elsewhere (augment_video without a slot)

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import threading
+import weakref
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
@@ -31,14 +33,58 @@ Ref = tuple[int, int, int]  # (epoch, shard id, sample index in the shard): name
 _MASK = (1 << 64) - 1
 
 
-def rng(*words: int) -> np.random.Generator:
-    """A generator determined by `words` alone: the same words give the same numbers in any process.
+def rng(*words: int) -> "Draws":
+    """A random stream determined by `words` alone: the same words give the same numbers in any process.
 
-    Philox keyed by a hash of the words: counter-based, and cheaper to set up than a SeedSequence
-    (several are made per example)."""
+    Philox keyed by a hash of the words: counter-based, so a stream costs nothing to set up."""
     data = b"".join((int(w) & _MASK).to_bytes(8, "little") for w in words)
-    key = int.from_bytes(hashlib.blake2b(data, digest_size=16).digest(), "little")
-    return np.random.Generator(np.random.Philox(key=key))
+    return Draws(int.from_bytes(hashlib.blake2b(data, digest_size=16).digest(), "little"))
+
+
+class Draws:
+    """numpy's Generator draws (integers, uniform, random, permutation) on the Philox stream with this
+    128-bit key, from counter 0: the numbers of `np.random.Generator(np.random.Philox(key=key))`.
+
+    Making a numpy bit generator costs ~15 us, nearly all of it gathering OS entropy for a
+    SeedSequence that a keyed Philox never uses, and the input makes several streams per example.
+    So the streams of a thread share one Philox: a stream's state is put in when it draws after
+    another stream did, and the other's taken out then (if it is still alive)."""
+
+    __slots__ = ("_state", "__weakref__")
+
+    def __init__(self, key: int):
+        self._state = {"bit_generator": "Philox",
+                       "state": {"counter": [0, 0, 0, 0], "key": [key & _MASK, (key >> 64) & _MASK]},
+                       "buffer": [0, 0, 0, 0], "buffer_pos": 4, "has_uint32": 0, "uinteger": 0}
+
+    def _generator(self) -> np.random.Generator:
+        local = _local.__dict__
+        generator = local.get("generator")
+        if generator is None:
+            generator = local["generator"] = np.random.Generator(np.random.Philox(key=0))
+        owner = local.get("owner")
+        owner = owner and owner()
+        if owner is not self:
+            if owner is not None:  # (a stream that is gone needs no saving)
+                owner._state = generator.bit_generator.state
+            generator.bit_generator.state = self._state
+            local["owner"] = weakref.ref(self)
+        return generator
+
+    def integers(self, *args, **kwargs):
+        return self._generator().integers(*args, **kwargs)
+
+    def uniform(self, *args, **kwargs):
+        return self._generator().uniform(*args, **kwargs)
+
+    def random(self, *args, **kwargs):
+        return self._generator().random(*args, **kwargs)
+
+    def permutation(self, *args, **kwargs):
+        return self._generator().permutation(*args, **kwargs)
+
+
+_local = threading.local()
 
 
 def key_hash(key: str) -> int:

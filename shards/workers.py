@@ -65,7 +65,7 @@ class _WorkerSlots:
         return arrays
 
     def slot_of(self, batch: dict) -> int:
-        return next(k for k, a in enumerate(self.arrays) if a["rgb"].ctypes.data == batch["rgb"].ctypes.data)
+        return next(k for k, a in enumerate(self.arrays) if a["rgb"] is batch["rgb"])
 
 
 def make_loader(plan: "_Plan", states: list, first: int, ring: Ring):

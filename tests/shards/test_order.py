@@ -23,6 +23,30 @@ def read_all(shards, stream, num_streams, *, epochs, seed=0, shuffle=True, pos=N
                              on_bad_shard=bad or (lambda shard, e: pytest.fail(str(e))))
 
 
+def test_streams_are_numpys_keyed_philox_and_interleave_without_mixing():
+    import hashlib
+    import threading
+
+    import numpy as np
+
+    def reference(*words):
+        data = b"".join(w.to_bytes(8, "little") for w in words)
+        key = int.from_bytes(hashlib.blake2b(data, digest_size=16).digest(), "little")
+        return np.random.Generator(np.random.Philox(key=key))
+
+    def draws(a, b):  # two streams used in turn, as the input's stages do
+        return [a.integers(100), b.uniform(0.5, 1.0), a.integers(100, size=3).tolist(), b.permutation(6).tolist(),
+                a.random(), b.integers(7)]
+
+    expected = draws(reference(1, 2), reference(3, 4))
+    assert draws(order.rng(1, 2), order.rng(3, 4)) == expected
+    other_thread = []
+    thread = threading.Thread(target=lambda: other_thread.append(draws(order.rng(1, 2), order.rng(3, 4))))
+    thread.start()
+    thread.join()
+    assert other_thread == [expected]
+
+
 def test_shard_order_is_a_seeded_permutation_per_epoch():
     a = order.shard_order(50, seed=3, epoch=0, shuffle=True)
     assert sorted(a) == list(range(50))
