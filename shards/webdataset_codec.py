@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import os
 import re
 import tarfile
 from typing import Any, BinaryIO, Iterable, Iterator
@@ -163,6 +164,10 @@ class DeferredMember:
 
     def __init__(self, fileobj: BinaryIO, start: int, size: int, shard: str, name: str):
         self.fileobj, self.start, self.size, self.shard, self.name = fileobj, start, size, shard, name
+        try:  # a local file: one pread per slice, the file's position untouched
+            self.fd: int | None = fileobj.fileno() if isinstance(fileobj, io.BufferedReader) else None
+        except (OSError, ValueError):
+            self.fd = None
 
     def __len__(self) -> int:
         return self.size
@@ -174,16 +179,31 @@ class DeferredMember:
         if getattr(self.fileobj, "closed", False):
             raise ShardError(f"shard {self.shard}: {self.name} read after the shard's iteration ended; "
                              f"with defer_frames, read a sample's frames while iterating")
-        here = self.fileobj.tell()
-        try:
-            self.fileobj.seek(self.start + start)
-            data = read_exact(self.fileobj, max(0, stop - start))
-        finally:
-            self.fileobj.seek(here)
+        if self.fd is not None:
+            data = _pread(self.fd, max(0, stop - start), self.start + start)
+        else:
+            here = self.fileobj.tell()
+            try:
+                self.fileobj.seek(self.start + start)
+                data = read_exact(self.fileobj, max(0, stop - start))
+            finally:
+                self.fileobj.seek(here)
         if len(data) < stop - start:
             raise ShardError(f"shard {self.shard}: truncated inside member {self.name!r}; the file is "
                              f"incomplete - {_FIX}")
         return data
+
+
+def _pread(fd: int, n: int, offset: int) -> bytes:
+    """Up to `n` bytes at `offset`, looping over short reads; fewer only at EOF."""
+    chunks, left = [], n
+    while left > 0:
+        chunk = os.pread(fd, left, offset + n - left)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
 
 
 def iter_tar_members(fileobj: BinaryIO, shard: str, defer: bytes | None = None) -> Iterator[tuple[str, bytes]]:
