@@ -47,7 +47,7 @@ def crop_box(height: int, width: int, *, cfg: "InputConfig",
         return (height - side) // 2, (width - side) // 2, side, side
     if cfg.crop == "scale_jitter":  # a square of a random fraction of the short side
         side = max(1, min(short, round(short * rng.uniform(*cfg.jitter_side))))
-        return int(rng.integers(height - side + 1)), int(rng.integers(width - side + 1)), side, side
+        return order.below(rng, height - side + 1), order.below(rng, width - side + 1), side, side
     # random resized crop (Inception / torchvision RandomResizedCrop): area and aspect ratio
     log_ratio = np.log(cfg.crop_aspect)
     for _ in range(10):
@@ -55,7 +55,7 @@ def crop_box(height: int, width: int, *, cfg: "InputConfig",
         aspect = math.exp(rng.uniform(*log_ratio))
         w, h = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
         if 0 < w <= width and 0 < h <= height:
-            return int(rng.integers(height - h + 1)), int(rng.integers(width - w + 1)), h, w
+            return order.below(rng, height - h + 1), order.below(rng, width - w + 1), h, w
     ratio = width / height  # fallback: the whole frame, clamped to the aspect range
     if ratio < min(cfg.crop_aspect):
         w, h = width, round(width / min(cfg.crop_aspect))
@@ -232,8 +232,8 @@ def spec_augment(spec: np.ndarray, rng: np.random.Generator, *, time_masks: int,
     for count, most, axis in ((time_masks, time_mask_max, 0), (freq_masks, freq_mask_max, 1)):
         size = spec.shape[axis]
         for _ in range(count):
-            width = int(rng.integers(min(most, size) + 1))
-            start = int(rng.integers(size - width + 1))
+            width = order.below(rng, min(most, size) + 1)
+            start = order.below(rng, size - width + 1)
             if axis == 0:
                 spec[start:start + width] = value
             else:

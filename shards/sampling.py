@@ -78,8 +78,8 @@ def choose_windows(clip_frames: int, clip_rows: int, *, num_frames: int, clip_se
     last_start, last_row = max(0, clip_frames - span), max(0, clip_rows - rows)
     if mode == "random":
         assert rng is not None, "random windows need an rng"
-        starts = [int(rng.integers(last_start + 1))]
-        rows_at = [int(rng.integers(last_row + 1))] if async_spectrogram else None
+        starts = [order.below(rng, last_start + 1)]
+        rows_at = [order.below(rng, last_row + 1)] if async_spectrogram else None
     elif mode == "centre" or (mode == "spaced" and count == 1):
         starts, rows_at = [last_start // 2], [last_row // 2] if async_spectrogram else None
     elif mode == "spaced":
