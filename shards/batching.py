@@ -8,6 +8,7 @@ shared-memory slot; see shards.workers). Only the small fields are collated when
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import numpy as np
@@ -48,28 +49,42 @@ def check_labels(samples: Iterable[dict], *, kind: str, num_classes: int | None,
         yield ex
 
 
+class Layout:
+    """Where the large arrays of a batch lie in one block of bytes (each 64-byte aligned)."""
+
+    def __init__(self, arrays: dict[str, tuple[tuple[int, ...], type]]):
+        self.places, offset = {}, 0
+        for name, (shape, dtype) in arrays.items():
+            nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+            self.places[name] = (offset, nbytes, shape, dtype)
+            offset += -(-nbytes // 64) * 64
+        self.nbytes = offset
+
+    def views(self, block: np.ndarray) -> dict[str, np.ndarray]:
+        return {name: block[offset:offset + nbytes].view(dtype).reshape(shape)
+                for name, (offset, nbytes, shape, dtype) in self.places.items()}
+
+
 class MemoryPool:
     """The memory of batches, reused once the caller has dropped every array of a batch.
 
     A fresh array's pages cost a kernel fault and a clearing on first touch (here about as much as
     writing them); a block from the pool costs nothing. A block goes back to the pool only when the
-    last array viewing it is garbage (the arrays' common base is an owner object whose end returns
-    the block), so batches a caller keeps stay intact, and the pool makes new blocks for the next.
+    last array viewing it is garbage (see `lend`), so batches a caller keeps stay intact, and the pool
+    makes new blocks for the next.
     """
 
     def __init__(self, arrays: dict[str, tuple[tuple[int, ...], type]]):
-        self.layout, offset = {}, 0
-        for name, (shape, dtype) in arrays.items():
-            nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-            self.layout[name] = (offset, nbytes, shape, dtype)
-            offset += -(-nbytes // 64) * 64  # each array 64-byte aligned
-        self.nbytes, self.free = offset, []
+        self.layout, self.free = Layout(arrays), []
 
     def __call__(self) -> dict[str, np.ndarray]:
-        block = self.free.pop() if self.free else _aligned(self.nbytes)
-        base = np.asarray(_Owner(block, self.free))
-        return {name: base[offset:offset + nbytes].view(dtype).reshape(shape)
-                for name, (offset, nbytes, shape, dtype) in self.layout.items()}
+        block = self.free.pop() if self.free else _aligned(self.layout.nbytes)
+        return self.layout.views(lend(block, functools.partial(self.free.append, block)))
+
+
+def lend(block: np.ndarray, returned: Callable[[], None]) -> np.ndarray:
+    """`block` as a new array whose views all share one owner; `returned()` runs once the last is gone."""
+    return np.asarray(_Owner(block, returned))
 
 
 def _aligned(nbytes: int) -> np.ndarray:
@@ -79,14 +94,14 @@ def _aligned(nbytes: int) -> np.ndarray:
 
 
 class _Owner:
-    """The base of one batch's arrays; when the last of them is gone, its block goes back to the pool."""
+    """The base of the arrays lent from a block; its end (the last array gone) calls `returned`."""
 
-    def __init__(self, block: np.ndarray, free: list):
+    def __init__(self, block: np.ndarray, returned: Callable[[], None]):
         self.__array_interface__ = block.__array_interface__
-        self.block, self.pool_free = block, free
+        self.block, self.returned = block, returned
 
     def __del__(self):
-        self.pool_free.append(self.block)
+        self.returned()
 
 
 class Batcher:

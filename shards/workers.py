@@ -1,15 +1,15 @@
 """Loader streams in worker processes (a torch DataLoader), and the shared memory their batches cross.
 
-Each worker makes its batches in a ring of `prefetch + 1` batch slots in shared memory that the
-main process creates once: the video stage writes the pixels straight into a slot (see
-shards.batching), the worker sends only the slot's number, the small fields and its state, and the
-main process copies the large arrays out and releases the slot (a counter per worker, also in
-shared memory), into a shards.batching.MemoryPool. The memory is mapped once and reused: no batch
-pays for a new shared-memory segment and its fresh pages (torch's default, one segment per batch,
-cost more CPU than decoding the JPEGs did), and the caller's batches are its own arrays, never
-overwritten. A worker waits for
-a free slot only if the caller has not taken its batches; with the DataLoader's `prefetch` tasks
-per worker that never happens.
+Each worker makes its batches in a ring of batch slots in shared memory that the main process
+creates once: the video stage writes the pixels straight into a slot (see shards.batching), and the
+worker sends only the slot's number, the small fields and its state. The main process lends the
+slot to the caller: the batch's arrays view it, and a flag in shared memory gives it back to the
+worker when the last of them is garbage (shards.batching.lend), so a batch crosses the process
+boundary without a copy and is never overwritten while anything holds it. A caller that keeps more
+than LEASES batches of a worker gets copies of the rest (into a shards.batching.MemoryPool), so the
+worker always has a free slot: `prefetch` in flight + LEASES lent + 1. No batch pays for a new
+shared-memory segment and its fresh pages (torch's default, one segment per batch, cost more CPU
+than decoding the JPEGs did).
 
 Workers start from a fork server (see `start_method`), which imports the script that created them,
 as spawn does: guard a training script with `if __name__ == "__main__":`.
@@ -17,52 +17,77 @@ as spawn does: guard a training script with `if __name__ == "__main__":`.
 
 from __future__ import annotations
 
+import functools
 import time
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
-from shards.batching import MemoryPool, batch_arrays
+from shards.batching import Layout, MemoryPool, batch_arrays, lend
 
 if TYPE_CHECKING:
     from shards.stream import _Plan
 
 
+LEASES = 2  # batches per worker the caller may hold in its slots; more are copied out
+
+
 class Ring:
-    """The batch slots of every worker of a host, and how many batches of each the caller has taken."""
+    """The batch slots of every worker of a host, made once in shared memory, and which are free."""
 
     def __init__(self, plan: "_Plan"):
         import torch
 
-        self.size = plan.cfg.prefetch + 1
-        shapes = batch_arrays(plan.batch_size, plan.cfg)
-        self.slots = [[{name: _shared(shape, dtype) for name, (shape, dtype) in shapes.items()}
-                       for _ in range(self.size)] for _ in range(plan.streams_per_host)]
-        self.released = torch.zeros(plan.streams_per_host, dtype=torch.int64).share_memory_()
-        self.pool = MemoryPool(shapes)
+        workers = plan.streams_per_host
+        # in flight (one per DataLoader task a worker holds), lent to the caller, and one to spare
+        self.size = plan.cfg.prefetch + LEASES + 1
+        self.layout = Layout(batch_arrays(plan.batch_size, plan.cfg))
+        self.blocks = [[torch.empty(self.layout.nbytes, dtype=torch.uint8).share_memory_()
+                        for _ in range(self.size)] for _ in range(workers)]
+        self.free = torch.ones((workers, self.size), dtype=torch.int8).share_memory_()  # 1: the worker's
+        self._free = self.free.numpy()  # the same flags, written from here (also at interpreter exit)
+        self.pool = MemoryPool(batch_arrays(plan.batch_size, plan.cfg))
+        self.lent = [0] * workers
+
+    def __getstate__(self) -> dict:  # what a worker needs (the tensors cross as shared memory)
+        return {"size": self.size, "layout": self.layout, "blocks": self.blocks, "free": self.free}
 
     def take(self, local: int, item: dict) -> dict[str, np.ndarray]:
-        """In the main process: worker `local`'s batch `item` as arrays of its own; frees its slot."""
-        batch = {**item["batch"], **self.pool()}
-        for name, tensor in self.slots[local][item["slot"]].items():
-            np.copyto(batch[name], tensor.numpy())
-        self.released[local] += 1
-        return batch
+        """In the main process: worker `local`'s batch `item`. Its slot is lent to the caller (the
+        arrays view it, and it goes back to the worker when the last of them is gone) unless the
+        caller already holds LEASES of this worker's batches; then the batch is copied out."""
+        k, block = item["slot"], self.blocks[local][item["slot"]].numpy()
+        if self.lent[local] < LEASES:
+            self.lent[local] += 1
+            arrays = self.layout.views(lend(block, functools.partial(self._returned, local, k)))
+        else:
+            arrays = self.pool()
+            for name, view in self.layout.views(block).items():
+                np.copyto(arrays[name], view)
+            self._free[local, k] = 1
+        return {**item["batch"], **arrays}
+
+    def _returned(self, local: int, k: int) -> None:
+        self.lent[local] -= 1
+        self._free[local, k] = 1
 
 
 class _WorkerSlots:
-    """In a worker: hands its batcher the next free slot of its ring (shards.batching.Allocate)."""
+    """In a worker: hands its batcher a free slot of its ring (shards.batching.Allocate)."""
 
     def __init__(self, ring: Ring, local: int):
-        self.arrays = [{name: t.numpy() for name, t in slot.items()} for slot in ring.slots[local]]
-        self.released, self.local, self.made = ring.released, local, 0
+        self.arrays = [ring.layout.views(block.numpy()) for block in ring.blocks[local]]
+        self.free = ring.free.numpy()[local]  # a view of the shared flags
+        self.next = 0
 
     def __call__(self) -> dict[str, np.ndarray]:
-        while self.made - int(self.released[self.local]) >= len(self.arrays):
-            time.sleep(0.001)  # every slot holds a batch the caller has not taken yet
-        arrays = self.arrays[self.made % len(self.arrays)]
-        self.made += 1
-        return arrays
+        while True:
+            for i in range(len(self.arrays)):
+                k = (self.next + i) % len(self.arrays)
+                if self.free[k]:
+                    self.free[k], self.next = 0, k + 1
+                    return self.arrays[k]
+            time.sleep(0.001)  # every slot is in flight or lent: wait for the caller
 
     def slot_of(self, batch: dict) -> int:
         return next(k for k, a in enumerate(self.arrays) if a["rgb"] is batch["rgb"])
@@ -96,12 +121,6 @@ def start_method(name: str | None):
 
 def _identity(x):
     return x
-
-
-def _shared(shape: tuple, dtype: Any):
-    import torch
-
-    return torch.empty(shape, dtype=torch.from_numpy(np.empty(0, dtype)).dtype).share_memory_()
 
 
 def _stream_dataset_iter(self) -> Iterator[dict]:

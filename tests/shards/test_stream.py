@@ -269,3 +269,21 @@ def test_two_worker_processes_give_the_in_process_batches_and_resume(dataset, sm
     keys = [k for h in range(2) for k in real_keys(list(make_input(dataset, cfg, seed=2, process_index=h,
                                                                    process_count=2)))]
     assert sorted(keys) == [f"k{i:02d}" for i in range(20)]
+
+
+@pytest.mark.slow
+def test_worker_batches_are_lent_without_copies_and_never_overwritten_while_held(dataset, small_input):
+    from shards import workers
+
+    kw = dict(seed=4, process_index=0, process_count=1)
+    expected = take(make_input(dataset, small_input(num_workers=1, worker_processes=False), **kw), 12)
+    with make_input(dataset, small_input(num_workers=1), **kw) as it:
+        ring = it._ring
+        held = take(it, 6)  # more than a worker's LEASES: the rest are copies, the worker never waits
+        blocks = [b.numpy() for b in ring.blocks[0]]
+        in_slots = [any(np.shares_memory(b["rgb"], block) for block in blocks) for b in held]
+        assert sum(in_slots) == workers.LEASES and ring.lent[0] == workers.LEASES
+        del held[:2]  # the lent ones go back to the worker, which reuses them...
+        assert ring.lent[0] == 0
+        held += take(it, 6)  # ...for later batches, while the copies held meanwhile stay intact
+    assert_same_batches(held, expected[2:])
