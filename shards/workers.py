@@ -41,12 +41,13 @@ class Ring:
         workers = plan.streams_per_host
         # in flight (one per DataLoader task a worker holds), lent to the caller, and one to spare
         self.size = plan.cfg.prefetch + LEASES + 1
-        self.layout = Layout(batch_arrays(plan.batch_size, plan.cfg))
+        arrays = batch_arrays(plan.batch_size, plan.cfg)
+        self.layout = Layout(arrays)
         self.blocks = [[torch.empty(self.layout.nbytes, dtype=torch.uint8).share_memory_()
                         for _ in range(self.size)] for _ in range(workers)]
         self.free = torch.ones((workers, self.size), dtype=torch.int8).share_memory_()  # 1: the worker's
         self._free = self.free.numpy()  # the same flags, written from here (also at interpreter exit)
-        self.pool = MemoryPool(batch_arrays(plan.batch_size, plan.cfg))
+        self.pool = MemoryPool(arrays)
         self.lent = [0] * workers
 
     def __getstate__(self) -> dict:  # what a worker needs (the tensors cross as shared memory)
