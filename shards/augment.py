@@ -166,12 +166,12 @@ def augment_video(samples: Iterable[dict], *, cfg: "InputConfig", training: bool
         try:
             shape = _jpeg_size(ex, ex["frame_indices"][0], jpegs[0])
             box = crop_box(*shape, cfg=cfg, rng=rng)
+            if scratch.size < shape[0] * shape[1] * 3:
+                scratch = np.empty(shape[0] * shape[1] * 3, np.uint8)
             for i, (j, data) in enumerate(zip(ex["frame_indices"], jpegs)):
                 if j in done:
                     rgb[i] = rgb[done[j]]
                     continue
-                if scratch.size < shape[0] * shape[1] * 3:
-                    scratch = np.empty(shape[0] * shape[1] * 3, np.uint8)
                 frame = pixels if rgb.dtype != np.uint8 else rgb[i]
                 resize_into(_decode(ex, j, data, scratch, box, shape), frame, flip=flip, antialias=cfg.antialias)
                 if training and cfg.colour_jitter:

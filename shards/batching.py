@@ -120,7 +120,6 @@ class Batcher:
         self.arrays: dict[str, np.ndarray] | None = None  # of the batch being made
         self.slots: dict[int, np.ndarray] = {}  # the RGB slot handed out for each place in it
         self.chunk: list[dict] = []
-        self.made = 0
 
     def rgb_slot(self) -> np.ndarray:
         """The RGB slot [F, S, S, 3] of the next example in the batch being made."""
@@ -133,18 +132,19 @@ class Batcher:
                 done: int = 0) -> Iterator[dict]:
         """Stage: examples -> batches. pad=True (a finite stream) pads the last batch and then adds
         all-padding batches until `target` batches were made (counting `done` made before a restore)."""
-        self.made = done
+        made = done
         for ex in examples:
             self.chunk.append(ex)
             if len(self.chunk) == self.batch_size:
+                made += 1
                 yield self._finish()
-        while pad and (self.chunk or (target is not None and self.made < target)):
+        while pad and (self.chunk or (target is not None and made < target)):
+            made += 1
             yield self._finish()
 
     def _finish(self) -> dict[str, np.ndarray]:
         arrays = self.arrays if self.arrays is not None else self.allocate()
         examples, slots, self.arrays, self.chunk, self.slots = self.chunk, self.slots, None, [], {}
-        self.made += 1
         cfg, size, n = self.cfg, self.batch_size, len(examples)
         rgb, spec = arrays["rgb"], arrays["spectrogram"]
         for i, ex in enumerate(examples):

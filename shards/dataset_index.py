@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import os
-from typing import IO, Any
+from typing import IO, Any, Callable
 
 from shards.errors import ShardError
 
@@ -51,9 +51,14 @@ def _fsspec_for(protocol: str):
 
 def read_exact(f: IO, n: int) -> bytes:
     """Up to `n` bytes from `f`, looping over short reads (pipes, sockets, object stores); fewer only at EOF."""
+    return read_all(f.read, n)
+
+
+def read_all(read: Callable[[int], bytes], n: int) -> bytes:
+    """Up to `n` bytes from `read(k)` calls for the k bytes still missing; fewer only at EOF (b"")."""
     chunks, left = [], n
     while left > 0:
-        chunk = f.read(left)
+        chunk = read(left)
         if not chunk:
             break
         chunks.append(chunk)

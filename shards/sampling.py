@@ -147,8 +147,9 @@ def sample_windows(samples: Iterable[dict], *, cfg: "InputConfig", training: boo
 
 def jpeg_size(data: bytes) -> tuple[int, int]:
     """(height, width) from a JPEG's header, without decoding it; ValueError if it is not a JPEG."""
-    if _region_decoder() is not None:
-        return _region_decoder().size(data)
+    lib = _region_decoder()
+    if lib is not None:
+        return lib.size(data)
     import simplejpeg
 
     height, width, _, _ = simplejpeg.decode_jpeg_header(data)

@@ -11,9 +11,9 @@ sampled frames' crop boxes straight into the batch (+ resize, flip, colour) -> n
 SpecAugment audio -> batch, made of the stages in shards.order / sampling / augment / batching, each
 a plain generator over dicts. Streams run in torch DataLoader worker processes (`num_workers`), or
 in this process; the host takes their batches round-robin, in the order torch's DataLoader gives
-them, so both ways give the same batches. Both encodings go
-through the same Python pipeline (one JPEG decoder, one resize), which is why a `.tar` and a
-`.tfrecord` dataset give the same batch for the same seed; tf.data would decode differently.
+them, so both ways give the same batches. Both encodings go through the same Python pipeline (one
+JPEG decoder, one resize), which is why a `.tar` and a `.tfrecord` dataset give the same batch for
+the same seed; tf.data would decode differently.
 
 Worker processes (shards.workers) start from a fork server, which imports the script that created
 them, as spawn does: guard a training script with `if __name__ == "__main__":`.

@@ -27,7 +27,7 @@ from typing import Any, BinaryIO, Iterable, Iterator
 
 import numpy as np
 
-from shards.dataset_index import read_exact
+from shards.dataset_index import read_all, read_exact
 from shards.errors import ShardError
 from shards.lazy import LazySample
 from shards.schema import NUM_MEL_BINS, Sample, SchemaError, check_key
@@ -180,7 +180,8 @@ class DeferredMember:
             raise ShardError(f"shard {self.shard}: {self.name} read after the shard's iteration ended; "
                              f"with defer_frames, read a sample's frames while iterating")
         if self.fd is not None:
-            data = _pread(self.fd, max(0, stop - start), self.start + start)
+            end = self.start + stop
+            data = read_all(lambda left: os.pread(self.fd, left, end - left), max(0, stop - start))
         else:
             here = self.fileobj.tell()
             try:
@@ -192,18 +193,6 @@ class DeferredMember:
             raise ShardError(f"shard {self.shard}: truncated inside member {self.name!r}; the file is "
                              f"incomplete - {_FIX}")
         return data
-
-
-def _pread(fd: int, n: int, offset: int) -> bytes:
-    """Up to `n` bytes at `offset`, looping over short reads; fewer only at EOF."""
-    chunks, left = [], n
-    while left > 0:
-        chunk = os.pread(fd, left, offset + n - left)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        left -= len(chunk)
-    return b"".join(chunks)
 
 
 def iter_tar_members(fileobj: BinaryIO, shard: str, defer: bytes | None = None) -> Iterator[tuple[str, bytes]]:

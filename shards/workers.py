@@ -40,18 +40,18 @@ class Ring:
 
         workers = plan.streams_per_host
         # in flight (one per DataLoader task a worker holds), lent to the caller, and one to spare
-        self.size = plan.cfg.prefetch + LEASES + 1
+        slots = plan.cfg.prefetch + LEASES + 1
         arrays = batch_arrays(plan.batch_size, plan.cfg)
         self.layout = Layout(arrays)
         self.blocks = [[torch.empty(self.layout.nbytes, dtype=torch.uint8).share_memory_()
-                        for _ in range(self.size)] for _ in range(workers)]
-        self.free = torch.ones((workers, self.size), dtype=torch.int8).share_memory_()  # 1: the worker's
+                        for _ in range(slots)] for _ in range(workers)]
+        self.free = torch.ones((workers, slots), dtype=torch.int8).share_memory_()  # 1: the worker's
         self._free = self.free.numpy()  # the same flags, written from here (also at interpreter exit)
         self.pool = MemoryPool(arrays)
         self.lent = [0] * workers
 
     def __getstate__(self) -> dict:  # what a worker needs (the tensors cross as shared memory)
-        return {"size": self.size, "layout": self.layout, "blocks": self.blocks, "free": self.free}
+        return {"layout": self.layout, "blocks": self.blocks, "free": self.free}
 
     def take(self, local: int, item: dict) -> dict[str, np.ndarray]:
         """In the main process: worker `local`'s batch `item`. Its slot is lent to the caller (the

@@ -7,9 +7,9 @@ decodes is recorded; the bound is the same decoder (shards.sampling.decode_jpeg)
 those JPEGs whole, into one reused buffer, and nothing else. (Where shards._jpeg_region is built
 the input decodes only each frame's crop box, so it does less decoding than the bound.) Rates are
 per CPU second (this process, and the workers' /proc times), so other load on the machine does not
-count against the input; wall rates are printed beside them. Then the
-same input runs in 1..N worker processes (torch DataLoader), batches delivered here, and the cores
-needed to feed MBT-B/16 on one H200 at the planning figure of 300 clips/s follow.
+count against the input; wall rates are printed beside them. Then the same input runs in 1..N
+worker processes (torch DataLoader), batches delivered here, and the cores needed to feed MBT-B/16
+on one H200 at the planning figure of 300 clips/s follow.
 
 Without --data it synthesises its shards in a temporary folder: 10 s clips of 25 fps Pillow JPEGs at
 256 px short side (455x256: a moving scene with sensor-like noise, q90, like `mbt ingest` output).
