@@ -53,9 +53,9 @@ def to_global(batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str
 
 @jax.jit
 def _normalize_rgb(rgb: jax.Array) -> jax.Array:
-    from shards.augment import IMAGENET_MEAN, IMAGENET_STD
+    from shards.augment import rgb_affine
 
-    scale, offset = 1 / (255 * IMAGENET_STD), -IMAGENET_MEAN / IMAGENET_STD
+    scale, offset = rgb_affine()
     return rgb.astype(np.float32) * scale + offset  # elementwise: keeps the batch sharding
 
 

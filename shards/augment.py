@@ -15,6 +15,7 @@ the cache, so no full-size frame array is ever made; flips happen in place, the 
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
@@ -215,13 +216,27 @@ def normalize_rgb(rgb: np.ndarray, out: np.ndarray | None = None, *, imagenet: b
     along a whole row, so numpy's inner loop runs over W*3 values, not 3 (10x faster).
     """
     out = np.empty(rgb.shape, np.float32) if out is None else out
-    scale = 1 / (255 * IMAGENET_STD) if imagenet else np.full(3, 1 / 255, np.float32)
-    offset = -IMAGENET_MEAN / IMAGENET_STD if imagenet else np.zeros(3, np.float32)
     width = rgb.shape[-2]
+    scale, offset = _tiled_affine(width, imagenet)
     src, dst = rgb.reshape(-1, width * 3), out.reshape(-1, width * 3)
-    np.multiply(src, np.tile(scale, width).astype(np.float32), out=dst)
-    np.add(dst, np.tile(offset, width).astype(np.float32), out=dst)
+    np.multiply(src, scale, out=dst)
+    np.add(dst, offset, out=dst)
     return out
+
+
+def rgb_affine(imagenet: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel float32 (scale, offset): normalised = pixel * scale + offset (see normalize_rgb)."""
+    if imagenet:
+        return (1 / (255 * IMAGENET_STD)).astype(np.float32), (-IMAGENET_MEAN / IMAGENET_STD).astype(np.float32)
+    return np.full(3, 1 / 255, np.float32), np.zeros(3, np.float32)
+
+
+@functools.lru_cache(maxsize=8)
+def _tiled_affine(width: int, imagenet: bool) -> tuple[np.ndarray, np.ndarray]:
+    tiled = tuple(np.tile(x, width) for x in rgb_affine(imagenet))
+    for x in tiled:
+        x.setflags(write=False)
+    return tiled
 
 
 # ------------------------------------------------------------------------------------------- audio
