@@ -180,15 +180,22 @@ def check_worker_paths(manifest: Manifest, runner: str) -> None:
                           f"copy them to a bucket and pass --video-root gs://BUCKET/videos")
 
 
+def launch_options(beam_args: Sequence[str], cfg: IngestConfig) -> tuple[Any, str]:
+    """(Beam options, runner name) from Beam's own flags (--runner=..., ...), checked, and a job service
+    or worker pool they name reached (IngestError otherwise)."""
+    options, runner = beam_options(beam_args, cfg.output)
+    check_endpoints(options)
+    return options, runner
+
+
 def run(manifest: Manifest, cfg: IngestConfig, beam_args: Sequence[str] = (), *,
-        show_progress: bool = True) -> dict[str, Any]:
+        show_progress: bool = True, launch: tuple[Any, str] | None = None) -> dict[str, Any]:
     """Run the job to completion and return its summary (also written into the index).
 
-    `beam_args` are Beam's own flags (--runner=..., ...); they are checked, and a job service or
-    worker pool they name is reached, before the job is submitted (IngestError otherwise)."""
-    options, runner = beam_options(beam_args, cfg.output)
+    `beam_args` go through `launch_options` before the job is submitted, unless the caller did that
+    already and passes its result as `launch`."""
+    options, runner = launch or launch_options(beam_args, cfg)
     check_worker_paths(manifest, runner)
-    check_endpoints(options)
     start = time.time()
     # Only an in-process runner's workers tick this process's counter; remote ones have their own UI.
     reporter = progress.Reporter(len(manifest.specs), enabled=show_progress and runner in LOCAL_RUNNERS)
@@ -239,9 +246,9 @@ def main(argv: list[str] | None = None) -> int:
 def run_from_args(args: argparse.Namespace, beam_args: list[str]) -> int:
     """Shared by `mbt ingest` and `python -m pipelines.ingest`."""
     cfg = IngestConfig.from_args(args)
-    check_endpoints(beam_options(beam_args, cfg.output)[0])  # bad flags, no worker pool: before any work
+    launch = launch_options(beam_args, cfg)  # bad flags, no worker pool: before reading the manifest
     manifest = read_manifest_from_args(args)
-    summary = run(manifest, cfg, beam_args)
+    summary = run(manifest, cfg, launch=launch)
     print(format_summary(summary))
     return 0 if summary["balanced"] else 1
 
