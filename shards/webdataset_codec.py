@@ -211,8 +211,8 @@ def iter_tar_members(fileobj: BinaryIO, shard: str, defer: bytes | None = None) 
             return  # end of archive; what follows is padding
         stored = _number(header[148:156], "checksum", shard, offset)
         unsigned = sum(header[:148]) + 8 * 32 + sum(header[156:])
-        signed = unsigned - 2 * sum(b for b in header[:148] + header[156:] if b > 127)
-        if stored not in (unsigned, signed):
+        if stored != unsigned and stored != unsigned - 256 * sum(b > 127 for b in header[:148] + header[156:]):
+            # (old tar writers summed the bytes as signed; that sum is only worked out when it is needed)
             raise ShardError(f"shard {shard}: corrupt tar header at byte {offset} (checksum mismatch); "
                              f"the file is damaged - {_FIX}")
         name = header[:100].split(b"\x00", 1)[0]
@@ -274,7 +274,7 @@ class TarSample(LazySample):
     def _header(self) -> dict[str, Any]:
         self._check_complete()
         try:
-            h = json.loads(self._members["json"])
+            h = json.loads(self._members["json"].decode("utf-8"))  # (from bytes json decodes 2x slower)
         except (ValueError, RecursionError) as e:
             raise self.error(f"{self._key}.json is not valid JSON ({e})") from None
         if not isinstance(h, dict):
@@ -286,9 +286,10 @@ class TarSample(LazySample):
                 and isinstance(meta, dict) and (verb is None or type(verb) is int)
                 and (noun is None or type(noun) is int)):
             raise self.error(f"{self._key}.json has fields of the wrong type")
-        if not (_ints(offsets) and _ints(lengths) and _tiles(offsets, lengths, len(self._members["mjpeg"]))):
+        starts = _tiling(offsets, lengths, len(self._members["mjpeg"])) if _ints(lengths) else None
+        if starts is None:
             raise self.error(f"{self._key}.json frame_offsets/frame_lengths do not tile {self._key}.mjpeg")
-        self._offsets, self._lengths = offsets, lengths
+        self._offsets, self._lengths = starts, lengths
         return {"key": self._key, "labels": labels, "label_text": text, "meta": meta,
                 "verb": verb, "noun": noun}
 
@@ -331,10 +332,11 @@ def _ints(xs: object) -> bool:
     return isinstance(xs, list) and set(map(type, xs)) <= {int} and (not xs or min(xs) >= 0)
 
 
-def _tiles(offsets: list[int], lengths: list[int], total: int) -> bool:
-    """Whether the frames lie back to back and exactly fill the .mjpeg member."""
-    return (len(offsets) == len(lengths) and sum(lengths) == total
-            and offsets == list(itertools.accumulate(lengths[:-1], initial=0))[:len(offsets)])
+def _tiling(offsets: object, lengths: list[int], total: int) -> list[int] | None:
+    """The frames' offsets (ints) if `offsets` puts frames of `lengths` back to back, exactly filling
+    the .mjpeg member of `total` bytes; else None."""
+    starts = list(itertools.accumulate(lengths[:-1], initial=0))[:len(lengths)]
+    return starts if sum(lengths) == total and offsets == starts else None
 
 
 def iter_webdataset(fileobj: BinaryIO, shard: str, strict: bool = True,

@@ -129,6 +129,18 @@ def test_corrupt_header_raises(samples):
         read_all(bytes(data))
 
 
+def test_signed_checksums_of_old_tar_writers_are_accepted(samples):
+    data = bytearray(tar_bytes(samples))
+    data[265:269] = "zoë".encode()  # a byte > 127 in the owner name, then the checksum as signed bytes
+    header = data[:512]
+    signed = sum(b - 256 if b > 127 else b for b in header[:148] + header[156:]) + 8 * 32
+    data[148:156] = b"%06o\x00 " % signed
+    assert [s.key for s in read_all(bytes(data))] == [s.key for s in samples]
+    data[300] ^= 0x01  # and a header that matches neither sum still fails
+    with pytest.raises(ShardError, match="checksum"):
+        read_all(bytes(data))
+
+
 @pytest.mark.parametrize("name", ["../x.json", "-rf.json", "a/b.json", "x.pyd", "x.pkl", "x.npy",
                                   "x..json", "x", "/etc/passwd", "x y.json"])
 def test_malicious_member_names_are_refused(name):
