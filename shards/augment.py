@@ -244,11 +244,12 @@ def _tiled_affine(width: int, imagenet: bool) -> tuple[np.ndarray, np.ndarray]:
 def spec_augment(spec: np.ndarray, rng: np.random.Generator, *, time_masks: int, time_mask_max: int,
                  freq_masks: int, freq_mask_max: int, value: float = 0.0) -> np.ndarray:
     """SpecAugment's masks, in place on [T, F]: each mask is a random width in 0..max at a random start."""
+    draws = iter(rng.random(2 * (time_masks + freq_masks)).tolist())  # (one call: the same numbers as one by one)
     for count, most, axis in ((time_masks, time_mask_max, 0), (freq_masks, freq_mask_max, 1)):
         size = spec.shape[axis]
         for _ in range(count):
-            width = order.below(rng, min(most, size) + 1)
-            start = order.below(rng, size - width + 1)
+            width = int(next(draws) * (min(most, size) + 1))  # as order.below
+            start = int(next(draws) * (size - width + 1))
             if axis == 0:
                 spec[start:start + width] = value
             else:
@@ -257,18 +258,25 @@ def spec_augment(spec: np.ndarray, rng: np.random.Generator, *, time_masks: int,
 
 
 def augment_audio(samples: Iterable[dict], *, cfg: "InputConfig", training: bool, seed: int = 0,
-                  mel_mean: float | np.ndarray = 0.0, mel_std: float | np.ndarray = 1.0) -> Iterator[dict]:
+                  mel_mean: float | np.ndarray = 0.0, mel_std: float | np.ndarray = 1.0,
+                  slot: Callable[[], np.ndarray] | None = None) -> Iterator[dict]:
     """Stage: `spectrogram` log-mel float32 [T, 128] -> normalised by the split's mel statistics, then
-    (training) SpecAugment masks, which cover with 0: the mean. In place: the window is the example's
-    own copy (shards.sampling.cut_spectrogram)."""
+    (training) SpecAugment masks, which cover with 0: the mean.
+
+    Written into `slot()` (the example's place in the batch being made, see shards.batching.Batcher)
+    when given, else in place (the window is the example's own copy, shards.sampling.cut_spectrogram).
+    """
     for ex in samples:
         spec = ex["spectrogram"]
+        out = slot() if slot else spec
         if cfg.normalize_spectrogram:
-            spec -= mel_mean
-            spec /= mel_std
+            np.subtract(spec, mel_mean, out=out)
+            np.divide(out, mel_std, out=out)
+        elif out is not spec:
+            out[...] = spec
         if training and cfg.spec_augment:
-            spec_augment(spec, _example_rng(seed, order.SPEC, ex), time_masks=cfg.time_masks,
+            spec_augment(out, _example_rng(seed, order.SPEC, ex), time_masks=cfg.time_masks,
                          time_mask_max=cfg.time_mask_max, freq_masks=cfg.freq_masks,
                          freq_mask_max=cfg.freq_mask_max)
-        ex["spectrogram"] = spec
+        ex["spectrogram"] = out
         yield ex

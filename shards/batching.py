@@ -1,9 +1,10 @@
 """Examples -> fixed-shape batches: the label check, and the batcher that owns each batch's memory.
 
-The batcher hands out the slot of the next example in the batch being made (`rgb_slot`), and the
-video stage (shards.augment.augment_video) decodes, crops and normalises the frames straight into
-it: pixels are written once, into the memory the batch leaves in (in a loader worker, a reused
-shared-memory slot; see shards.workers). Only the small fields are collated when the batch is full.
+The batcher hands out the slots of the next example in the batch being made (`slot("rgb")`,
+`slot("spectrogram")`), and the video and audio stages (shards.augment) write that example's frames
+and normalised spectrogram straight into them: the large arrays are written once, into the memory the
+batch leaves in (in a loader worker, a reused shared-memory slot; see shards.workers). Only the small
+fields are collated when the batch is full.
 """
 
 from __future__ import annotations
@@ -108,9 +109,10 @@ class Batcher:
     """Makes one stream's batches, dicts of fixed-shape numpy arrays; slots past the examples of a
     (last) batch are zeros with mask 0.
 
-    `rgb_slot()` is where the next example's frames go. The stages between the video stage and
-    `batches()` must pass examples one at a time (plain generators do), so that the example asking
-    for a slot is the next one batched; an example found in another example's slot raises.
+    `slot(name)` is where the next example's `name` array goes. The stages between the first one that
+    asks for a slot and `batches()` must pass examples one at a time (plain generators do), so that
+    the example asking for a slot is the next one batched; an example found in another example's
+    slot raises.
     """
 
     def __init__(self, *, batch_size: int, cfg: "InputConfig", num_classes: int | None,
@@ -118,14 +120,14 @@ class Batcher:
         self.batch_size, self.cfg, self.num_classes = batch_size, cfg, num_classes
         self.allocate = allocate or MemoryPool(batch_arrays(batch_size, cfg))
         self.arrays: dict[str, np.ndarray] | None = None  # of the batch being made
-        self.slots: dict[int, np.ndarray] = {}  # the RGB slot handed out for each place in it
+        self.slots: dict[tuple[str, int], np.ndarray] = {}  # (array, place in it) -> the slot handed out
         self.chunk: list[dict] = []
 
-    def rgb_slot(self) -> np.ndarray:
-        """The RGB slot [F, S, S, 3] of the next example in the batch being made."""
+    def slot(self, name: str) -> np.ndarray:
+        """The next example's slot in the batch being made: of "rgb" [F, S, S, 3] or "spectrogram" [100 t, 128]."""
         if self.arrays is None:
             self.arrays = self.allocate()
-        slot = self.slots[len(self.chunk)] = self.arrays["rgb"][len(self.chunk)]
+        slot = self.slots[name, len(self.chunk)] = self.arrays[name][len(self.chunk)]
         return slot
 
     def batches(self, examples: Iterable[dict], *, pad: bool = False, target: int | None = None,
@@ -148,16 +150,17 @@ class Batcher:
         cfg, size, n = self.cfg, self.batch_size, len(examples)
         rgb, spec = arrays["rgb"], arrays["spectrogram"]
         for i, ex in enumerate(examples):
-            if ex["rgb"] is slots.get(i):
-                pass  # made in its slot
-            elif np.may_share_memory(ex["rgb"], rgb):
-                raise RuntimeError("an example was decoded into another example's batch slot: a stage "
-                                   "between augment_video and the batcher held examples back")
-            elif ex["rgb"].dtype == rgb.dtype:  # made elsewhere (augment_video without a slot)
-                rgb[i] = ex["rgb"]
-            else:
-                augment.normalize_rgb(ex["rgb"], out=rgb[i], imagenet=cfg.normalize_rgb)
-            spec[i] = ex["spectrogram"]
+            for name, into in (("rgb", rgb), ("spectrogram", spec)):
+                made = ex[name]
+                if made is slots.get((name, i)):
+                    continue  # made in its slot
+                if np.may_share_memory(made, into):
+                    raise RuntimeError(f"an example's {name} was written into another example's batch slot: "
+                                       f"a stage between augment and the batcher held examples back")
+                if made.dtype == into.dtype:  # made elsewhere (the augment stages without a slot)
+                    into[i] = made
+                else:
+                    augment.normalize_rgb(made, out=into[i], imagenet=cfg.normalize_rgb)
         rgb[n:], spec[n:] = 0, 0
         ints = lambda name: np.array([ex[name] for ex in examples] + [0] * (size - n), np.int32)
         batch = {"rgb": rgb, "spectrogram": spec}

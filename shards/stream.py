@@ -22,6 +22,7 @@ them, as spawn does: guard a training script with `if __name__ == "__main__":`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import sys
 import warnings
@@ -229,9 +230,10 @@ class _Stream:
         batcher = Batcher(batch_size=p.batch_size, cfg=cfg, num_classes=p.num_classes, allocate=self.allocate)
         examples = check_labels(examples, kind=cfg.labels, num_classes=p.num_classes, on_error=self.bad)
         examples = augment.augment_video(examples, cfg=cfg, training=p.training, seed=p.seed, on_error=self.bad,
-                                         slot=batcher.rgb_slot)
+                                         slot=functools.partial(batcher.slot, "rgb"))
         examples = augment.augment_audio(examples, cfg=cfg, training=p.training, seed=p.seed,
-                                         mel_mean=p.mel_mean, mel_std=p.mel_std)
+                                         mel_mean=p.mel_mean, mel_std=p.mel_std,
+                                         slot=functools.partial(batcher.slot, "spectrogram"))
         batches = batcher.batches(self._good(examples), pad=p.epochs is not None, target=p.target,
                                   done=self.batches)
         for batch in batches:

@@ -159,3 +159,18 @@ def test_augment_audio_normalises_then_masks_with_the_mean(small_input):
     ev = next(augment.augment_audio([example(spectrogram=spec.copy())], cfg=small_input(), training=False,
                                     mel_mean=3.0, mel_std=2.0))["spectrogram"]
     assert np.allclose(ev, 1.0)  # no SpecAugment outside training
+
+
+def test_augment_audio_into_a_slot_leaves_the_window_alone_and_matches_in_place(small_input):
+    rng = np.random.default_rng(3)
+    spec = rng.normal(-5, 3, (100, 128)).astype(np.float32)
+    mean, std = rng.normal(-5, 1, 128), rng.uniform(2, 4, 128)  # per-bin statistics
+    cfg = small_input(time_masks=2, freq_masks=2)
+    in_place = next(augment.augment_audio([example(spectrogram=spec.copy())], cfg=cfg, training=True, seed=1,
+                                          mel_mean=mean, mel_std=std))["spectrogram"]
+    slot = np.full((100, 128), np.nan, np.float32)
+    window = spec.copy()
+    out = next(augment.augment_audio([example(spectrogram=window)], cfg=cfg, training=True, seed=1,
+                                     mel_mean=mean, mel_std=std, slot=lambda: slot))["spectrogram"]
+    assert out is slot and (window == spec).all()
+    np.testing.assert_array_equal(slot, in_place)

@@ -15,9 +15,9 @@ def example(i, rgb):
 
 def made_in_slots(batcher, n):
     for i in range(n):
-        slot = batcher.rgb_slot()
-        slot[...] = i + 1
-        yield example(i, slot)
+        slot, spec = batcher.slot("rgb"), batcher.slot("spectrogram")
+        slot[...], spec[...] = i + 1, i
+        yield {**example(i, slot), "spectrogram": spec}
 
 
 def test_examples_made_in_their_slots_are_batched_in_place_and_padded(small_input):
@@ -27,6 +27,15 @@ def test_examples_made_in_their_slots_are_batched_in_place_and_padded(small_inpu
     assert [int(last["rgb"][i].max()) for i in range(4)] == [5, 6, 0, 0] and last["mask"].tolist() == [1, 1, 0, 0]
     assert last["key"].tolist() == ["k4", "k5", "", ""] and last["spectrogram"][1].max() == 5
     assert first["rgb"].ctypes.data != last["rgb"].ctypes.data  # a new array per batch
+    assert [float(first["spectrogram"][i].max()) for i in range(4)] == [0, 1, 2, 3]
+
+
+def test_slots_are_the_batch_memory(small_input):
+    batcher = Batcher(batch_size=2, cfg=small_input(rgb_uint8=True), num_classes=5)
+    examples = []
+    (batch,) = batcher.batches(examples.append(ex) or ex for ex in made_in_slots(batcher, 2))
+    for name in ("rgb", "spectrogram"):  # written once, where the batch leaves from: no copy
+        assert np.shares_memory(batch[name][1], examples[1][name])
 
 
 def test_examples_made_elsewhere_are_copied_or_normalised(small_input):
@@ -40,11 +49,24 @@ def test_an_example_in_another_examples_slot_raises(small_input):
     batcher = Batcher(batch_size=4, cfg=small_input(rgb_uint8=True), num_classes=5)
 
     def held_back():  # takes two slots before either example is batched: both get slot 0
-        a, b = example(0, batcher.rgb_slot()), example(1, batcher.rgb_slot())
+        a, b = example(0, batcher.slot("rgb")), example(1, batcher.slot("rgb"))
         yield a
         yield b
 
-    with pytest.raises(RuntimeError, match="another example's batch slot"):
+    with pytest.raises(RuntimeError, match="rgb was written into another example's batch slot"):
+        list(batcher.batches(held_back(), pad=True))
+
+
+def test_a_spectrogram_in_another_examples_slot_raises(small_input):
+    batcher = Batcher(batch_size=4, cfg=small_input(rgb_uint8=True), num_classes=5)
+
+    def held_back():
+        a = {**example(0, np.zeros((4, 32, 32, 3), np.uint8)), "spectrogram": batcher.slot("spectrogram")}
+        b = {**example(1, np.zeros((4, 32, 32, 3), np.uint8)), "spectrogram": batcher.slot("spectrogram")}
+        yield a
+        yield b
+
+    with pytest.raises(RuntimeError, match="spectrogram was written into another example's batch slot"):
         list(batcher.batches(held_back(), pad=True))
 
 
