@@ -4,12 +4,13 @@ The full input as the trainer runs it (shards.stream: read, shuffle, sample 8 fr
 scale-jitter crop to 224, flip, SpecAugment, batch; RGB shipped as uint8 and normalised on the
 device, or with --rgb-float32 on the host) runs in this process on one thread, and every JPEG it
 decodes is recorded; the bound is the same decoder (shards.sampling.decode_jpeg) decoding exactly
-those JPEGs whole, into one reused buffer, and nothing else. (Where shards._jpeg_region is built
+those JPEGs whole, into one reused buffer, and nothing else, right after each batch, so that input
+and bound run under the same load from the machine's neighbours. (Where shards._jpeg_region is built
 the input decodes only each frame's crop box, so it does less decoding than the bound.) Rates are
 per CPU second (this process, and the workers' /proc times), so other load on the machine does not
 count against the input; wall rates are printed beside them. Then the same input runs in 1..N
-worker processes (torch DataLoader), batches delivered here, and the cores needed to feed MBT-B/16
-on one H200 at the planning figure of 300 clips/s follow.
+worker processes (torch DataLoader), batches delivered here, in stretches each followed by the
+bound, and the cores needed to feed MBT-B/16 on one H200 at the planning figure of 300 clips/s follow.
 
 Without --data it synthesises its shards in a temporary folder: 10 s clips of 25 fps Pillow JPEGs at
 256 px short side (455x256: a moving scene with sensor-like noise, q90, like `mbt ingest` output).
@@ -92,31 +93,18 @@ def synthesise(folder: str, clips: int, seconds: float = 10.0, width: int = 455,
     return folder
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """CPU seconds (user + system) used so far by this process and the processes `pids`."""
-    me = time.process_time()
-    tick = os.sysconf("SC_CLK_TCK")
+def worker_seconds(pids: list[int]) -> float:
+    """CPU seconds (user + system) used so far by the processes `pids`."""
+    tick, total = os.sysconf("SC_CLK_TCK"), 0.0
     for pid in pids:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
-        me += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
-    return me
+        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
 
 
-def timed(it, seconds: float, batch_size: int, pids: list[int] = ()) -> tuple[float, float, int]:
-    """(samples per wall second, samples per CPU second, samples) of a batch iterator over ~`seconds`.
-
-    CPU time counts this process and the worker processes `pids`: it is what the input costs, whatever
-    else runs on the machine; wall time is what a trainer would see here."""
-    n, t0, c0 = 0, time.perf_counter(), cpu_seconds(pids)
-    while time.perf_counter() - t0 < seconds:
-        next(it)
-        n += batch_size
-    return n / (time.perf_counter() - t0), n / (cpu_seconds(pids) - c0), n
-
-
-def decode_rate(frames: list[bytes], samples: int, decode) -> float:
-    """Samples per CPU second of decoding `frames` (the JPEGs of `samples` samples) whole, and nothing else."""
+def decode_seconds(frames: list[bytes], decode) -> float:
+    """CPU seconds of decoding `frames` whole, one after another into one reused buffer, and nothing else."""
     import numpy as np
 
     from shards.sampling import jpeg_size
@@ -125,7 +113,7 @@ def decode_rate(frames: list[bytes], samples: int, decode) -> float:
     c0 = time.process_time()
     for data in frames:
         decode(data, out=scratch)
-    return samples / (time.process_time() - c0)
+    return time.process_time() - c0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -155,45 +143,74 @@ def run(args: argparse.Namespace) -> int:
                              if sampling._region_decoder() else "simplejpeg, whole frames (shards._jpeg_region "
                              "was not built)"))
 
-        # --- the full input on one core, recording every JPEG it decodes; each round is followed at
-        # once by its bound (the same decoder on exactly those JPEGs, whole, into one reused buffer,
-        # nothing else), so that both see the same machine; the median round is reported.
+        # --- the full input on one core, recording the JPEGs each batch decodes; each batch is followed
+        # at once by its bound (the same decoder on exactly those JPEGs, whole, into one reused buffer,
+        # nothing else), so the two are measured under the same load from the VM's neighbours, to within
+        # a batch; the median of the rounds is reported.
         decoded: list[bytes] = []
         real = sampling.decode_jpeg
         it = make_input(spec, cfg, split=args.split, seed=0, process_index=0, process_count=1)
         next(it), next(it)  # warm up: imports, first shard reads
-        rounds = []
+        rounds, recorded = [], []
         for _ in range(args.rounds):
-            sampling.decode_jpeg = lambda data, **kw: (decoded.append(data), real(data, **kw))[1]
-            try:
+            frames: list[bytes] = []  # what this round's batches decoded
+            input_cpu = bound_cpu = input_wall = 0.0
+            n, t_end = 0, time.perf_counter() + args.seconds / args.rounds
+            while time.perf_counter() < t_end:
                 decoded.clear()
-                wall, full, n = timed(it, args.seconds / args.rounds, args.batch_size)
-            finally:
-                sampling.decode_jpeg = real
-            frames = list(decoded)  # what the measured batches decoded (in-process: nothing read ahead)
-            bound = decode_rate(frames, n, real)
-            rounds.append((full / bound, full, bound, wall, len(frames)))
-        ratio, full, bound, wall, jpegs = sorted(rounds)[len(rounds) // 2]
+                sampling.decode_jpeg = lambda data, **kw: (decoded.append(data), real(data, **kw))[1]
+                try:
+                    t0, c0 = time.perf_counter(), time.process_time()
+                    next(it)
+                    input_cpu += time.process_time() - c0
+                    input_wall += time.perf_counter() - t0
+                finally:
+                    sampling.decode_jpeg = real
+                # (in process nothing is read ahead: these are exactly this batch's JPEGs)
+                bound_cpu += decode_seconds(decoded, real)
+                frames += decoded
+                n += args.batch_size
+            rounds.append((bound_cpu / input_cpu, n / input_cpu, n / bound_cpu, n / input_wall))
+            recorded.append((frames, n))
+        ratio, full, bound, wall = sorted(rounds)[len(rounds) // 2]
         print(f"rates per CPU second (one thread; robust to other load on the machine; median of {args.rounds} "
               f"rounds, ratios {', '.join(f'{r[0]:.2f}' for r in rounds)}):")
         print(f"  full input, 1 core:   {full:7.1f} samples/s  ({1000 / full:.1f} ms/sample; wall {wall:.1f}/s)")
-        print(f"  bound (decode only):  {bound:7.1f} samples/s  ({1000 / bound:.1f} ms/sample: {jpegs} "
-              f"JPEGs decoded whole, same decoder, one reused buffer)")
+        print(f"  bound (decode only):  {bound:7.1f} samples/s  ({1000 / bound:.1f} ms/sample: the JPEGs each "
+              f"batch decoded, decoded whole right after it, same decoder, one reused buffer)")
         print(f"  ratio:                {ratio:7.2f}  (input / bound; target >= 0.80)")
 
-        # --- 1..N worker processes, batches delivered to this process; the bound again right after
+        # --- 1..N worker processes, batches delivered to this process. The run is cut into as many
+        # stretches as there were rounds, each followed by the bound on one round's JPEGs (the workers
+        # wait then, their prefetch full); CPU: the workers' over the run, this process's in the stretches.
         print("worker processes (torch DataLoader), batches delivered here:")
         print("  workers  samples/s (wall)  samples per CPU s  CPU ms/sample (workers + main)  ratio")
         per_cpu = {}
         for w in range(1, args.workers + 1):
             wcfg = dataclasses.replace(cfg, num_workers=w)
+            n = 0
+            main_cpu = wall = bound_cpu = 0.0
+            bound_n = 0
             with make_input(spec, wcfg, split=args.split, seed=0, process_index=0, process_count=1) as it:
                 for _ in range(3 * w):  # workers started and their first batches made
                     next(it)
                 pids = [p.pid for p in getattr(it._loader, "_workers", [])]
-                rate, per_cpu[w], _ = timed(it, args.seconds, args.batch_size, pids)
-            ratio_w = per_cpu[w] / decode_rate(frames, n, real)
-            print(f"  {w:7d}  {rate:16.1f}  {per_cpu[w]:17.1f}  {1000 / per_cpu[w]:29.1f}  {ratio_w:5.2f}")
+                workers_cpu = -worker_seconds(pids)
+                for k in range(args.rounds):
+                    t0, c0 = time.perf_counter(), time.process_time()
+                    while time.perf_counter() - t0 < args.seconds / args.rounds:
+                        next(it)
+                        n += args.batch_size
+                    main_cpu += time.process_time() - c0
+                    wall += time.perf_counter() - t0
+                    if k == args.rounds - 1:
+                        workers_cpu += worker_seconds(pids)
+                    jpegs, samples = recorded[k % len(recorded)]
+                    bound_cpu += decode_seconds(jpegs, real)
+                    bound_n += samples
+            per_cpu[w] = n / (main_cpu + workers_cpu)
+            ratio_w = per_cpu[w] / (bound_n / bound_cpu)
+            print(f"  {w:7d}  {n / wall:16.1f}  {per_cpu[w]:17.1f}  {1000 / per_cpu[w]:29.1f}  {ratio_w:5.2f}")
 
         most = per_cpu[max(per_cpu)]  # all workers busy: transport and contention included
         print(f"to feed {args.target:g} clips/s (MBT-B/16 on one H200): {math.ceil(args.target / most)} cores "
