@@ -92,3 +92,16 @@ def test_every_command_has_help(capsys):
             main([*cmd, "--help"])
         assert e.value.code == 0
         assert "usage: mbt" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_bench_input_prints_its_ratios_and_the_cores_needed(capsys):
+    argv = ["bench", "input", "--clips", "4", "--seconds", "0.6", "--rounds", "2", "--workers", "1",
+            "--batch-size", "2", "--frames", "4"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    ratio = float(out.split("ratio:")[1].split()[0])
+    assert 0 < ratio < 5 and "decoded whole right after it" in out
+    worker_row = out.split("CPU ms/sample (workers + main)  ratio")[1].splitlines()[1].split()
+    assert worker_row[0] == "1" and 0 < float(worker_row[-1]) < 5
+    assert "cores at" in out
