@@ -157,10 +157,10 @@ class Batcher:
                 if np.may_share_memory(made, into):
                     raise RuntimeError(f"an example's {name} was written into another example's batch slot: "
                                        f"a stage between augment and the batcher held examples back")
-                if made.dtype == into.dtype:  # made elsewhere (the augment stages without a slot)
-                    into[i] = made
-                else:
+                if name == "rgb" and made.dtype != into.dtype:  # uint8 pixels into a float32 batch
                     augment.normalize_rgb(made, out=into[i], imagenet=cfg.normalize_rgb)
+                else:  # made elsewhere (the augment stages without a slot)
+                    into[i] = made
         rgb[n:], spec[n:] = 0, 0
         ints = lambda name: np.array([ex[name] for ex in examples] + [0] * (size - n), np.int32)
         batch = {"rgb": rgb, "spectrogram": spec}
