@@ -212,10 +212,10 @@ def run(args: argparse.Namespace) -> int:
             ratio_w = per_cpu[w] / (bound_n / bound_cpu)
             print(f"  {w:7d}  {n / wall:16.1f}  {per_cpu[w]:17.1f}  {1000 / per_cpu[w]:29.1f}  {ratio_w:5.2f}")
 
-        most = per_cpu[max(per_cpu)]  # all workers busy: transport and contention included
+        most, workers = per_cpu[max(per_cpu)], f"{max(per_cpu)} worker" + "s" * (max(per_cpu) > 1)
         print(f"to feed {args.target:g} clips/s (MBT-B/16 on one H200): {math.ceil(args.target / most)} cores "
-              f"at {most:.1f} samples per CPU second with {max(per_cpu)} workers ({math.ceil(args.target / full)} "
-              f"at the in-process rate)")
+              f"at {most:.1f} samples per CPU second with {workers} ({math.ceil(args.target / full)} "
+              f"at the in-process rate)")  # (all workers busy: transport and contention included)
         return 0
     finally:
         if tmp:
