@@ -202,7 +202,17 @@ def run(manifest: Manifest, cfg: IngestConfig, beam_args: Sequence[str] = (), *,
     with reporter:
         with beam.Pipeline(options=options) as p:
             build_pipeline(p, manifest, cfg)
-    return summarize(cfg, time.time() - start)
+    return check_complete(summarize(cfg, time.time() - start))
+
+
+def check_complete(summary: dict[str, Any]) -> dict[str, Any]:
+    """The summary, or IngestError if samples were decoded but reached no shard (a runner fault: every
+    row must end as one sample or one failure)."""
+    if summary["lost"]:
+        raise IngestError(f"{summary['lost']} of the {summary['rows']} rows were decoded but reached no shard "
+                          f"(the runner lost them; {summary['index']} counts them as lost): run the same "
+                          f"command again, it rewrites the same shards")
+    return summary
 
 
 def summarize(cfg: IngestConfig, wall_seconds: float) -> dict[str, Any]:
@@ -217,7 +227,7 @@ def summarize(cfg: IngestConfig, wall_seconds: float) -> dict[str, Any]:
         "bytes": sum(s["bytes"] for fmt in index["shards"].values() for s in fmt),
         "wall_seconds": round(wall_seconds, 2),
         "clips_per_second": round(counts["rows"] / wall_seconds, 2) if wall_seconds > 0 else None,
-        "balanced": counts["rows"] == counts["written"] + counts["failed"],
+        "balanced": counts["rows"] == counts["written"] + counts["failed"], "lost": counts.get("lost", 0),
         "index": index["index_path"],
     }
 

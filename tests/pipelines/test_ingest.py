@@ -145,3 +145,29 @@ def test_duplicate_keys_are_rejected_before_any_work(tmp_path):
     manifest = write_csv(tmp_path / "dup.csv", [["a.mp4", "0", "1", "x"], ["a.mp4", "0", "2", "y"]])
     with pytest.raises(ManifestError, match="row"):
         read_manifest(str(manifest))
+
+
+def test_samples_that_reach_no_shard_fail_the_job(dataset, tmp_path):
+    """A sample decoded but missing from its shard (a runner fault, seen once) is counted as lost and
+    fails the job with the fix, instead of an index that claims it."""
+    from pipelines.config import IngestError
+    from pipelines.ingest import check_complete, summarize
+    from pipelines.shard_io import finalize_dataset
+
+    out, _ = dataset
+    index = load_index(str(out), "train")
+    cfg = IngestConfig(output=str(tmp_path), formats=("webdataset", "tfrecord"), num_shards=2)
+    infos = [dict(s, format=fmt) for fmt, entries in index["shards"].items() for s in entries]
+    for s in infos:  # shard 0 came back one sample short in both formats
+        s["samples"] -= s["shard"] == 0
+    stats = {k: index[k] for k in ("label_counts", "mel_mean", "mel_std", "mel_mean_per_bin", "mel_std_per_bin")}
+    stats.update(samples=index["num_samples"], seconds=index["media_seconds"], frames=index["frames"],
+                 no_audio=index["no_audio_samples"])
+    failures = read_failures(index)
+    finalize_dataset(cfg, index["manifest"], index["classes"], infos, stats, failures)
+    summary = summarize(cfg, 1.0)
+    assert summary["lost"] == 1 and not summary["balanced"]
+    assert load_index(str(tmp_path), "train")["num_samples"] == index["num_samples"] - 1
+    with pytest.raises(IngestError, match=r"1 of the \d+ rows were decoded but reached no shard.*run the same command"):
+        check_complete(summary)
+    assert check_complete(summarize(IngestConfig(output=str(out), num_shards=2), 1.0))["lost"] == 0
