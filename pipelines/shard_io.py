@@ -96,7 +96,7 @@ def finalize_dataset(cfg, manifest_info: dict[str, Any], vocabulary: list[str],
     # What the shards hold is the truth; the decode step's count can only be larger if the runner lost
     # samples between DecodeClip and WriteShard (seen once with the in-process runner). Then say so.
     in_shards = min(sum(s["samples"] for s in entries) for entries in shards.values())
-    decoded_lost = {"lost": stats["samples"] - in_shards} if stats["samples"] != in_shards else {}
+    lost = stats["samples"] - in_shards
     from pipelines import __version__
 
     index = {
@@ -107,7 +107,7 @@ def finalize_dataset(cfg, manifest_info: dict[str, Any], vocabulary: list[str],
         "num_shards": len(next(iter(shards.values()))),
         "shards": shards,
         "counts": {"rows": manifest_info["rows"], "written": in_shards, "failed": len(failures),
-                   "failed_by_reason": dict(sorted(by_reason.items())), **decoded_lost},
+                   "failed_by_reason": dict(sorted(by_reason.items())), **({"lost": lost} if lost else {})},
         "num_samples": in_shards,
         "media_seconds": stats["seconds"],
         "frames": stats["frames"],

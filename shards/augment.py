@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
+import types
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import numpy as np
@@ -244,12 +245,13 @@ def _tiled_affine(width: int, imagenet: bool) -> tuple[np.ndarray, np.ndarray]:
 def spec_augment(spec: np.ndarray, rng: np.random.Generator, *, time_masks: int, time_mask_max: int,
                  freq_masks: int, freq_mask_max: int, value: float = 0.0) -> np.ndarray:
     """SpecAugment's masks, in place on [T, F]: each mask is a random width in 0..max at a random start."""
-    draws = iter(rng.random(2 * (time_masks + freq_masks)).tolist())  # (one call: the same numbers as one by one)
+    # all the doubles in one call (the same numbers as drawn one by one), handed out one at a time
+    drawn = types.SimpleNamespace(random=iter(rng.random(2 * (time_masks + freq_masks)).tolist()).__next__)
     for count, most, axis in ((time_masks, time_mask_max, 0), (freq_masks, freq_mask_max, 1)):
         size = spec.shape[axis]
         for _ in range(count):
-            width = int(next(draws) * (min(most, size) + 1))  # as order.below
-            start = int(next(draws) * (size - width + 1))
+            width = order.below(drawn, min(most, size) + 1)
+            start = order.below(drawn, size - width + 1)
             if axis == 0:
                 spec[start:start + width] = value
             else:

@@ -133,7 +133,7 @@ def _stream_dataset_iter(self) -> Iterator[dict]:
     local = (self.first + worker) % self.plan.streams_per_host
     slots = _WorkerSlots(self.ring, local)
     for batch, state in _Stream(self.plan, local, self.states[local], allocate=slots):
-        small = {k: v for k, v in batch.items() if k not in ("rgb", "spectrogram")}
+        small = {k: v for k, v in batch.items() if k not in self.ring.layout.places}  # (the rest is in the slot)
         yield {"stream": local, "slot": slots.slot_of(batch), "batch": small, "state": state}
 
 
