@@ -12,13 +12,20 @@ from shards.schema import Sample
 __all__ = ["DecodeError", "build_sample"]
 
 
-def build_sample(spec: ClipSpec, label_ids: list[int], cfg: IngestConfig) -> Sample:
-    """Decode `spec`'s clip and build its Sample; raises DecodeError with a reason slug on bad input."""
-    clip = decode_clip(spec.path, spec.start, spec.end, short_side=cfg.short_side,
-                       jpeg_quality=cfg.jpeg_quality, max_seconds=cfg.max_seconds,
-                       max_pixels=cfg.max_pixels, timeout=cfg.timeout, min_seconds=cfg.min_seconds)
+def build_sample(spec: ClipSpec, label_ids: list[int], cfg: IngestConfig, local: str | None = None) -> Sample:
+    """Decode `spec`'s clip and build its Sample; raises DecodeError with a reason slug on bad input.
+    `local` is a local copy of `spec.path` already fetched (errors still name `spec.path`)."""
+    try:
+        clip = decode_clip(local or spec.path, spec.start, spec.end, short_side=cfg.short_side,
+                           jpeg_quality=cfg.jpeg_quality, max_seconds=cfg.max_seconds,
+                           max_pixels=cfg.max_pixels, timeout=cfg.timeout, min_seconds=cfg.min_seconds)
+    except DecodeError as e:
+        if local:
+            raise DecodeError(e.reason, e.detail.replace(local, spec.path)) from None
+        raise
     melspec = log_mel(clip.audio, cfg.mel)
     meta = {"source": spec.path, "video_id": spec.video_id, "row": spec.row, **clip.meta(),
             "mel": cfg.mel.to_dict()}
     return Sample(key=spec.key, frames=clip.frames, melspec=melspec, labels=list(label_ids),
                   label_text=list(spec.labels), meta=meta, verb=spec.verb, noun=spec.noun).validate()
+

@@ -1,14 +1,19 @@
 """The ingestion job: a manifest of labelled videos -> WebDataset / TFRecord shards, index, failures.
 
-    ReadManifest -> Reshuffle -> DecodeClip -> AssignShard -> GroupByKey -> WriteShard -> WriteIndex
+    ReadPlan -> Reshuffle -> DecodeClip (decode, encode, stage) -> GroupByKey (small records)
+             -> WriteShard (stream staged bytes in key order) -> WriteIndex
 
 The manifest is read (and duplicate keys rejected) before the pipeline is built, so a bad manifest
-costs nothing. Every row ends as exactly one sample or one line of SPLIT.failures.jsonl; the index is
-written last, so a dataset with an index is a whole dataset. Runs on Beam's in-process FnApiRunner by
-default (one worker per core) and unchanged on any Beam runner (Dataflow, Flink, Spark): the DoFns
-carry all they need in their pickled fields, so workers in other processes (Beam's portable runner
-with an external worker pool, tests/pipelines/test_portable_runner.py) write the same bytes. Runner
-flags are checked, and a job server or worker pool reached, before any work (pipelines.config).
+costs nothing; its work goes to the workers as a plan file (pipelines.plan), never into the graph. A
+sample's payload never crosses a shuffle: the worker that decodes a clip encodes it in every format
+and stages the bytes beside the output (pipelines.staging); only records of a few hundred bytes go
+through GroupByKey, so a process holds at most one clip per worker however large the dataset. Every
+row ends as exactly one sample or one line of SPLIT.failures.jsonl; the index is written last, so a
+dataset with an index is a whole dataset. Runs on Beam's in-process FnApiRunner by default and
+unchanged on any Beam runner (Dataflow, Flink, Spark): the DoFns carry all they need in their
+pickled fields, so workers in other processes (Beam's portable runner with an external worker pool,
+tests/pipelines/test_portable_runner.py) write the same bytes. Runner flags are checked, and a job
+server or worker pool reached, before any work (pipelines.config).
 
     python -m pipelines.ingest --manifest M.csv --output DIR --format webdataset,tfrecord
 """
@@ -16,8 +21,12 @@ flags are checked, and a job server or worker pool reached, before any work (pip
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import os
 import sys
 import time
+import uuid
 from typing import Any, Iterable, Iterator, Sequence
 
 import apache_beam as beam
@@ -26,8 +35,10 @@ from apache_beam.metrics import Metrics
 from pipelines import progress
 from pipelines.config import (LOCAL_RUNNERS, IngestConfig, IngestError, add_arguments, beam_options,
                               check_endpoints)
-from pipelines.manifests import ClipSpec, Manifest, RowFailure, label_indices
-from pipelines.shard_io import write_shard, finalize_dataset
+from pipelines.manifests import ClipSpec, Manifest, label_indices
+from pipelines.plan import JobPlan, failure_record, spec_from_json, write_plan
+from pipelines.shard_io import finalize_dataset, write_shard
+from pipelines.staging import remove_staged, stage_sample, staging_dir
 from pipelines.stats import DatasetStatsFn, sample_stats
 from shards.naming import assign_shard
 
@@ -35,59 +46,88 @@ NAMESPACE = "ingest"
 
 
 # ---------------------------------------------------------------------------------------------------
-# DecodeClip: ClipSpec -> (shard_id, Sample), with failures as a tagged output.
+# DecodeClip: a plan line -> (shard_id, staged record), with failures and stats as tagged outputs.
 # ---------------------------------------------------------------------------------------------------
 class DecodeClip(beam.DoFn):
-    """Decode one clip with ffmpeg, compute its log-mel and build the Sample; never raise."""
+    """Decode a task's clips with ffmpeg, compute their log-mel, encode and stage each sample; never
+    raise. A remote source (gs://, s3://) is fetched once for all the clips of its task."""
 
     FAILURES = "failures"
     STATS = "stats"
 
-    def __init__(self, cfg: IngestConfig, vocabulary: list[str], num_shards: int):
+    def __init__(self, cfg: IngestConfig, vocabulary: list[str], num_shards: int, staging: str):
         self.cfg = cfg
         self.vocabulary = vocabulary
         self.num_shards = num_shards
+        self.staging = staging
         self.written = Metrics.counter(NAMESPACE, "clips_written")
         self.media_ms = Metrics.counter(NAMESPACE, "media_milliseconds")
+        self.fetched = Metrics.counter(NAMESPACE, "bytes_fetched")
 
-    def process(self, spec: ClipSpec) -> Iterator[Any]:
+    def process(self, line: str) -> Iterator[Any]:
+        from pipelines.ffmpeg import DecodeError, local_copy, needs_local_copy
+
+        task = json.loads(line)
+        if "failure" in task:  # a manifest row that failed already
+            Metrics.counter(NAMESPACE, f"failed_{task['failure']['reason']}").inc()
+            yield beam.pvalue.TaggedOutput(self.FAILURES, task["failure"])
+            return
+        specs = [spec_from_json(d) for d in task["clips"]]
+        with contextlib.ExitStack() as stack:
+            local, fetched = None, 0
+            if needs_local_copy(specs[0].path):
+                try:
+                    local = stack.enter_context(local_copy(specs[0].path))
+                except DecodeError as e:  # the source can't be fetched: every clip of it fails
+                    for spec in specs:
+                        yield self.failure(spec, e.reason, e.detail)
+                    return
+                fetched = os.path.getsize(local)
+                self.fetched.inc(fetched)
+            for spec in specs:
+                yield from self.clip(spec, local, fetched)
+                fetched = 0  # counted once, with the task's first clip
+
+    def clip(self, spec: ClipSpec, local: str | None, fetched: int) -> Iterator[Any]:
         from pipelines.clip import DecodeError, build_sample
 
         try:
-            sample = build_sample(spec, label_indices(spec, self.vocabulary), self.cfg)
+            sample = build_sample(spec, label_indices(spec, self.vocabulary), self.cfg, local)
+            record = stage_sample(self.staging, sample, self.cfg.formats)
         except Exception as e:  # noqa: BLE001 - one bad clip (or a bug on one clip) never kills the job
             reason, detail = ((e.reason, e.detail) if isinstance(e, DecodeError) else
                               ("internal_error", f"{type(e).__name__}: {e}".splitlines()[0][:500]))
-            Metrics.counter(NAMESPACE, f"failed_{reason}").inc()
-            progress.tick(0.0, failed=True)
-            yield beam.pvalue.TaggedOutput(self.FAILURES, failure_record(spec, reason, detail))
+            yield self.failure(spec, reason, detail)
             return
         self.written.inc()
         self.media_ms.inc(int(round(sample.duration * 1000)))
         progress.tick(sample.duration)
-        yield beam.pvalue.TaggedOutput(self.STATS, sample_stats(sample))
-        yield assign_shard(sample.key, self.num_shards), sample
+        yield beam.pvalue.TaggedOutput(self.STATS, sample_stats(sample, fetched))
+        yield assign_shard(sample.key, self.num_shards), record
 
-
-def failure_record(spec: ClipSpec | RowFailure, reason: str, detail: str) -> dict[str, Any]:
-    """One line of failures.jsonl: the manifest row, its key and path, why, and the tool's last word."""
-    return {"row": spec.row, "key": spec.key, "path": spec.path, "reason": reason, "detail": detail}
+    def failure(self, spec: ClipSpec, reason: str, detail: str):
+        Metrics.counter(NAMESPACE, f"failed_{reason}").inc()
+        progress.tick(0.0, failed=True)
+        return beam.pvalue.TaggedOutput(self.FAILURES, failure_record(spec, reason, detail))
 
 
 class WriteShard(beam.DoFn):
-    """(shard_id, [Sample]) -> one file per format, written under a temporary name and renamed."""
+    """(shard_id, [staged record]) -> one file per format, streamed from the staged samples in key
+    order under a temporary name and renamed; then the staged files are removed."""
 
     def __init__(self, cfg: IngestConfig, num_shards: int):
         self.cfg = cfg
         self.num_shards = num_shards
         self.bytes = Metrics.counter(NAMESPACE, "bytes_written")
 
-    def process(self, element: tuple[int, Iterable[Any]]) -> Iterator[dict[str, Any]]:
-        shard_id, samples = element
+    def process(self, element: tuple[int, Iterable[dict[str, Any] | None]]) -> Iterator[dict[str, Any]]:
+        shard_id, records = element
         # Beam gives no order within a group: sort, so a rerun writes the same bytes.
-        ordered = sorted((s for s in samples if s is not None), key=lambda s: s.key)
-        for fmt in self.cfg.formats:
-            info = write_shard(self.cfg.output, self.cfg.split, shard_id, self.num_shards, fmt, ordered)
+        ordered = sorted((r for r in records if r is not None), key=lambda r: r["key"])
+        infos = [write_shard(self.cfg.output, self.cfg.split, shard_id, self.num_shards, fmt, position,
+                             ordered) for position, fmt in enumerate(self.cfg.formats)]
+        remove_staged(ordered)
+        for info in infos:
             self.bytes.inc(info["bytes"])
             yield info
 
@@ -95,54 +135,45 @@ class WriteShard(beam.DoFn):
 class WriteIndex(beam.DoFn):
     """Write failures.jsonl, then SPLIT.index.json last, from the combined results of the job."""
 
-    def __init__(self, cfg: IngestConfig, manifest_info: dict[str, Any], vocabulary: list[str]):
+    def __init__(self, cfg: IngestConfig, plan: JobPlan):
         self.cfg = cfg
-        self.manifest_info = manifest_info
-        self.vocabulary = vocabulary
+        self.plan = plan
 
     def process(self, _, shard_infos, stats, failures) -> Iterator[dict[str, Any]]:
-        yield finalize_dataset(self.cfg, self.manifest_info, self.vocabulary, shard_infos, stats,
-                               failures)
+        yield finalize_dataset(self.cfg, self.plan.manifest_info, self.plan.vocabulary, shard_infos,
+                               stats, failures)
 
 
 # ---------------------------------------------------------------------------------------------------
 # The pipeline.
 # ---------------------------------------------------------------------------------------------------
-def build_pipeline(p: beam.Pipeline, manifest: Manifest, cfg: IngestConfig) -> None:
-    """Add the ingestion transforms for `manifest` to pipeline `p`."""
-    num_shards = cfg.resolve_num_shards(len(manifest.specs))
-    vocabulary = list(manifest.vocabulary)
+def build_pipeline(p: beam.Pipeline, plan: JobPlan, cfg: IngestConfig) -> None:
+    """Add the ingestion transforms for `plan` (pipelines.plan.write_plan) to pipeline `p`."""
+    num_shards = cfg.resolve_num_shards(plan.clips)
     decoded = (
         p
-        | "ReadManifest" >> beam.Create(manifest.specs)  # ClipSpec
-        | "Reshuffle" >> beam.Reshuffle()  # spread clips over workers
-        | "DecodeClip" >> beam.ParDo(DecodeClip(cfg, vocabulary, num_shards)).with_outputs(
-            DecodeClip.FAILURES, DecodeClip.STATS, main="samples")
+        | "ReadPlan" >> beam.io.ReadFromText(plan.path)  # one JSON line per task
+        | "Reshuffle" >> beam.Reshuffle()  # spread tasks over workers
+        | "DecodeClip" >> beam.ParDo(DecodeClip(cfg, plan.vocabulary, num_shards, plan.staging)).with_outputs(
+            DecodeClip.FAILURES, DecodeClip.STATS, main="records")  # (shard_id, staged record)
     )
     # Every shard id is present, so a shard that draws no sample is still written (empty), and the
     # dataset always has exactly num_shards files per format.
     all_shards = p | "AllShardIds" >> beam.Create([(i, None) for i in range(num_shards)])
     shard_infos = (
-        (decoded.samples, all_shards)  # (shard_id, Sample | None)
+        (decoded.records, all_shards)  # (shard_id, staged record | None)
         | "AssignShard" >> beam.Flatten()
-        | "GroupByShard" >> beam.GroupByKey()  # (shard_id, [Sample])
+        | "GroupByShard" >> beam.GroupByKey()  # (shard_id, [staged record]): a few hundred bytes each
         | "WriteShard" >> beam.ParDo(WriteShard(cfg, num_shards))  # {format, path, samples, bytes}
         | "CollectShards" >> beam.combiners.ToList()
     )
-    row_failures = p | "ManifestFailures" >> beam.Create(
-        [failure_record(f, f.reason, f.detail) for f in manifest.failures])
-    failures = (
-        (decoded[DecodeClip.FAILURES], row_failures)
-        | "AllFailures" >> beam.Flatten()  # failure dicts
-        | "CollectFailures" >> beam.combiners.ToList()
-    )
+    failures = decoded[DecodeClip.FAILURES] | "CollectFailures" >> beam.combiners.ToList()  # failure dicts
     stats = decoded[DecodeClip.STATS] | "DatasetStats" >> beam.CombineGlobally(DatasetStatsFn())
-    manifest_info = {"path": manifest.source, "sha256": manifest.sha256, "rows": manifest.rows}
     (
         p
         | "IndexTrigger" >> beam.Create([None])
         | "WriteIndex" >> beam.ParDo(
-            WriteIndex(cfg, manifest_info, vocabulary),
+            WriteIndex(cfg, plan),
             beam.pvalue.AsSingleton(shard_infos),
             beam.pvalue.AsSingleton(stats),
             beam.pvalue.AsSingleton(failures))
@@ -199,9 +230,10 @@ def run(manifest: Manifest, cfg: IngestConfig, beam_args: Sequence[str] = (), *,
     start = time.time()
     # Only an in-process runner's workers tick this process's counter; remote ones have their own UI.
     reporter = progress.Reporter(len(manifest.specs), enabled=show_progress and runner in LOCAL_RUNNERS)
+    plan = write_plan(manifest, staging_dir(cfg.output, cfg.split, uuid.uuid4().hex[:12]))
     with reporter:
         with beam.Pipeline(options=options) as p:
-            build_pipeline(p, manifest, cfg)
+            build_pipeline(p, plan, cfg)
     return check_complete(summarize(cfg, time.time() - start))
 
 

@@ -1,8 +1,9 @@
 """Writing a dataset through Beam's FileSystems: shards (temp name + rename), failures, the index.
 
 Paths go through `FileSystems`, so the same code writes to a local folder, gs:// or s3://. A shard is
-written under a hidden temporary name and renamed when whole (as TFDS's BeamWriter does), so a
-killed or retried job never leaves a half shard under a real name; the index is written last.
+streamed from its staged samples (pipelines.staging) under a hidden temporary name and renamed when
+whole (as TFDS's BeamWriter does), so a killed or retried job never leaves a half shard under a real
+name; the index is written last, and the staging area removed after it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from shards.naming import EXTENSIONS, shard_name
-from shards.schema import Sample
+from pipelines.staging import copy_staged, remove_staging, shard_size
 
 INDEX_VERSION = 1
 TMP_PREFIX = ".tmp-"
@@ -44,19 +45,26 @@ def _write_bytes_atomic(path: str, write) -> int:
     if FileSystems.exists(path):
         FileSystems.delete([path])
     FileSystems.rename([tmp], [path])
-    return FileSystems.match([path])[0].metadata_list[0].size_in_bytes
+    return _size(path)
 
 
-def write_shard(output: str, split: str, shard_id: int, num_shards: int, fmt: str,
-                samples: Sequence[Sample]) -> dict[str, Any]:
-    """Write one shard file of `samples` (already in key order); return its index entry."""
-    name = shard_name(split, shard_id, num_shards, fmt)
-    if fmt == "webdataset":
-        from shards.webdataset_codec import write_webdataset as writer
+def write_shard(output: str, split: str, shard_id: int, num_shards: int, fmt: str, position: int,
+                records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Write one shard file from staged samples (`records` already in key order; `position` is the
+    format's place in the staged files); return its index entry."""
+    path = join(output, shard_name(split, shard_id, num_shards, fmt))
+    expected = shard_size(records, fmt, position)
+    if records and not FileSystems.exists(records[0]["staged"]) and _size(path) == expected:
+        size = expected  # a retry of a WriteShard that finished: its staged files are gone, its shard is there
     else:
-        from shards.tfrecord_codec import write_tfrecord as writer
-    size = _write_bytes_atomic(join(output, name), lambda f: writer(f, samples))
-    return {"format": fmt, "path": name, "shard": shard_id, "samples": len(samples), "bytes": size}
+        size = _write_bytes_atomic(path, lambda f: copy_staged(records, fmt, position, f))
+    return {"format": fmt, "path": posixpath.basename(path), "shard": shard_id, "samples": len(records),
+            "bytes": size}
+
+
+def _size(path: str) -> int | None:
+    found = FileSystems.match([path])[0].metadata_list
+    return found[0].size_in_bytes if found else None
 
 
 def index_path(output: str, split: str) -> str:
@@ -112,6 +120,7 @@ def finalize_dataset(cfg, manifest_info: dict[str, Any], vocabulary: list[str],
         "media_seconds": stats["seconds"],
         "frames": stats["frames"],
         "no_audio_samples": stats["no_audio"],
+        "fetched_bytes": stats.get("fetched_bytes", 0),  # of remote sources, each fetched once per task
         "classes": list(vocabulary),
         "label_counts": stats["label_counts"],
         "features": cfg.feature_params(),
@@ -124,4 +133,5 @@ def finalize_dataset(cfg, manifest_info: dict[str, Any], vocabulary: list[str],
     _remove_stale(cfg.output, cfg.split, keep)
     text = (json.dumps(index, indent=1, sort_keys=True) + "\n").encode("utf-8")
     _write_bytes_atomic(index_path(cfg.output, cfg.split), lambda f: f.write(text))
+    remove_staging(cfg.output, cfg.split)  # after the index: a kill before this leaves a whole dataset
     return index

@@ -19,8 +19,9 @@ from shards.schema import NUM_MEL_BINS, Sample
 _SCALE = 1e4  # fixed-point scale of the mel sums
 
 
-def sample_stats(sample: Sample) -> dict[str, Any]:
-    """The small summary of one sample that the combiner adds up."""
+def sample_stats(sample: Sample, fetched_bytes: int = 0) -> dict[str, Any]:
+    """The small summary of one sample that the combiner adds up; `fetched_bytes` is what was fetched
+    of a remote source for it (the whole fetch is counted with the first clip it served)."""
     mel = sample.melspec.astype(np.float64)
     has_audio = bool(sample.meta.get("has_audio", True))
     fixed = lambda x: np.round(x * _SCALE).astype(np.int64)  # noqa: E731
@@ -33,6 +34,7 @@ def sample_stats(sample: Sample) -> dict[str, Any]:
         "mel_sum": fixed(mel.sum(0)) if has_audio else None,
         "mel_sumsq": fixed((mel * mel).sum(0)) if has_audio else None,
         "no_audio": int(not has_audio),
+        "fetched_bytes": fetched_bytes,
     }
 
 
@@ -42,13 +44,14 @@ class DatasetStatsFn(beam.CombineFn):
     def create_accumulator(self) -> dict[str, Any]:
         zeros = np.zeros(NUM_MEL_BINS, np.int64)
         return {"samples": 0, "milliseconds": 0, "frames": 0, "label_counts": {}, "mel_rows": 0,
-                "mel_sum": zeros, "mel_sumsq": zeros.copy(), "no_audio": 0}
+                "mel_sum": zeros, "mel_sumsq": zeros.copy(), "no_audio": 0, "fetched_bytes": 0}
 
     def add_input(self, acc: dict[str, Any], s: dict[str, Any]) -> dict[str, Any]:
         acc["samples"] += s["samples"]
         acc["milliseconds"] += s["milliseconds"]
         acc["frames"] += s["frames"]
         acc["no_audio"] += s["no_audio"]
+        acc["fetched_bytes"] += s["fetched_bytes"]
         for label in s["labels"]:
             acc["label_counts"][label] = acc["label_counts"].get(label, 0) + 1
         if s["mel_rows"]:
@@ -60,7 +63,7 @@ class DatasetStatsFn(beam.CombineFn):
     def merge_accumulators(self, accs) -> dict[str, Any]:
         out = self.create_accumulator()
         for a in accs:
-            for k in ("samples", "milliseconds", "frames", "no_audio", "mel_rows"):
+            for k in ("samples", "milliseconds", "frames", "no_audio", "mel_rows", "fetched_bytes"):
                 out[k] += a[k]
             out["mel_sum"] = out["mel_sum"] + a["mel_sum"]
             out["mel_sumsq"] = out["mel_sumsq"] + a["mel_sumsq"]
@@ -78,7 +81,7 @@ class DatasetStatsFn(beam.CombineFn):
         r = lambda x: float(round(float(x), 6))  # noqa: E731 - stable, readable JSON
         return {
             "samples": acc["samples"], "seconds": acc["milliseconds"] / 1000, "frames": acc["frames"],
-            "no_audio": acc["no_audio"],
+            "no_audio": acc["no_audio"], "fetched_bytes": acc["fetched_bytes"],
             "label_counts": {str(k): v for k, v in sorted(acc["label_counts"].items())},
             "mel_rows": acc["mel_rows"], "mel_mean": r(total), "mel_std": r(std),
             "mel_mean_per_bin": [r(x) for x in mean_bin], "mel_std_per_bin": [r(x) for x in std_bin],

@@ -58,12 +58,15 @@ def masked_crc(data: bytes) -> int:
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
+def frame_record(data: bytes) -> bytes:
+    """One framed record: length, its masked crc, the data, the data's masked crc."""
+    length = struct.pack("<Q", len(data))
+    return b"".join((length, struct.pack("<I", masked_crc(length)), data, struct.pack("<I", masked_crc(data))))
+
+
 def write_record(fileobj: BinaryIO, data: bytes) -> int:
     """Append one framed record to `fileobj`; return the bytes written."""
-    length = struct.pack("<Q", len(data))
-    fileobj.write(length + struct.pack("<I", masked_crc(length)))
-    fileobj.write(data)
-    fileobj.write(struct.pack("<I", masked_crc(data)))
+    fileobj.write(frame_record(data))
     return len(data) + 16
 
 
@@ -139,6 +142,17 @@ def encode_sample(sample: Sample) -> bytes:
     return sx.encode(context, feature_lists)
 
 
+def sample_bytes(sample: Sample) -> bytes:
+    """One sample as it lies inside a shard: its framed SequenceExample. A shard is these pieces in key
+    order, then `shard_end` (nothing)."""
+    return frame_record(encode_sample(sample))
+
+
+def shard_end(written: int) -> bytes:
+    """A TFRecord file has no trailer."""
+    return b""
+
+
 def write_tfrecord(fileobj: BinaryIO, samples: Iterable[Sample]) -> int:
     """Write `samples` as one TFRecord shard to a writable binary file object; return how many.
 
@@ -146,7 +160,7 @@ def write_tfrecord(fileobj: BinaryIO, samples: Iterable[Sample]) -> int:
     """
     count = 0
     for sample in samples:
-        write_record(fileobj, encode_sample(sample))
+        fileobj.write(sample_bytes(sample))
         count += 1
     return count
 

@@ -82,6 +82,22 @@ def _member_header(name: str, size: int) -> bytes:
     return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "strict")
 
 
+def sample_bytes(sample: Sample) -> bytes:
+    """One sample as it lies inside a shard: its three members, each a tar header, the data and the
+    padding to a whole block. A shard is these pieces in key order, then `shard_end`."""
+    parts = []
+    for name, data in encode_members(sample):
+        parts += [_member_header(name, len(data)), data, bytes(-len(data) % _BLOCK)]
+    return b"".join(parts)
+
+
+def shard_end(written: int) -> bytes:
+    """What closes a tar shard after `written` bytes of members: two zero blocks, padded to a whole
+    record (as tarfile and GNU tar write it)."""
+    end = 2 * _BLOCK
+    return bytes(end + -(written + end) % _RECORD)
+
+
 def write_webdataset(fileobj: BinaryIO, samples: Iterable[Sample]) -> int:
     """Write `samples` as one tar shard to a writable binary file object; return how many were written.
 
@@ -89,15 +105,11 @@ def write_webdataset(fileobj: BinaryIO, samples: Iterable[Sample]) -> int:
     """
     written, count = 0, 0
     for sample in samples:
-        for name, data in encode_members(sample):
-            pad = -len(data) % _BLOCK
-            for chunk in (_member_header(name, len(data)), data, bytes(pad)):
-                fileobj.write(chunk)
-                written += len(chunk)
+        data = sample_bytes(sample)
+        fileobj.write(data)
+        written += len(data)
         count += 1
-    end = 2 * _BLOCK
-    end += -(written + end) % _RECORD
-    fileobj.write(bytes(end))
+    fileobj.write(shard_end(written))
     return count
 
 

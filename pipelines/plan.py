@@ -1,0 +1,84 @@
+"""The job's plan: the manifest's work as a file the workers read, so the graph never holds the rows.
+
+The launcher reads the manifest (rejecting a bad one before any work), then writes one JSON line per
+task into the job's staging folder; the pipeline reads it back with `ReadFromText`, which splits the
+file across workers. The pipeline graph holds only the plan's path: its size does not grow with the
+rows (Dataflow refuses job requests over 20 MB; `beam.Create` of 2 M AudioSet rows would be ~26 MB).
+
+A task is either one manifest row that already failed (`{"failure": {...}}`) or clips to decode
+(`{"clips": [...]}`). Clips of a source that ffmpeg can't open itself (gs://, s3://) are grouped, up
+to CLIPS_PER_FETCH of them, so the worker that takes the task fetches the source once for all of
+them (EPIC-Kitchens: ~130 segments per hour-long video); every other clip is a task of its own, so
+the work spreads over all workers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+from typing import Any, Iterator
+
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+from pipelines.ffmpeg import needs_local_copy
+from pipelines.manifests import ClipSpec, Manifest, RowFailure
+
+PLAN_NAME = "plan.jsonl"
+CLIPS_PER_FETCH = 32  # clips of one remote source per task: one fetch serves them all
+
+
+def spec_to_json(spec: ClipSpec) -> dict[str, Any]:
+    d = dataclasses.asdict(spec)
+    d["labels"] = list(spec.labels)
+    return d
+
+
+def spec_from_json(d: dict[str, Any]) -> ClipSpec:
+    return ClipSpec(**{**d, "labels": tuple(d["labels"])})
+
+
+def tasks(manifest: Manifest) -> Iterator[list[ClipSpec]]:
+    """The manifest's clips as tasks, in manifest order: remote sources grouped by path (at most
+    CLIPS_PER_FETCH a task), every other clip alone."""
+    groups: dict[str, list[ClipSpec]] = {}
+    for spec in manifest.specs:
+        if not needs_local_copy(spec.path):
+            yield [spec]
+            continue
+        group = groups.setdefault(spec.path, [])
+        group.append(spec)
+        if len(group) == CLIPS_PER_FETCH:
+            yield groups.pop(spec.path)
+    yield from groups.values()
+
+
+@dataclasses.dataclass(frozen=True)
+class JobPlan:
+    """What the pipeline is built from: a path and a few numbers, whatever the manifest's size."""
+
+    path: str  # the plan file
+    staging: str  # the job's staging folder (plan, staged samples)
+    rows: int  # manifest rows (== clips + row failures)
+    clips: int
+    vocabulary: list[str]
+    manifest_info: dict[str, Any]  # path, sha256 and rows of the manifest, for the index
+
+
+def failure_record(spec: ClipSpec | RowFailure, reason: str, detail: str) -> dict[str, Any]:
+    """One line of failures.jsonl: the manifest row, its key and path, why, and the tool's last word."""
+    return {"row": spec.row, "key": spec.key, "path": spec.path, "reason": reason, "detail": detail}
+
+
+def write_plan(manifest: Manifest, staging: str) -> JobPlan:
+    """Write the plan of `manifest` into the staging folder."""
+    path = FileSystems.join(staging, PLAN_NAME)
+    lines = itertools.chain(({"clips": [spec_to_json(s) for s in task]} for task in tasks(manifest)),
+                            ({"failure": failure_record(r, r.reason, r.detail)} for r in manifest.failures))
+    with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        for line in lines:  # the file objects buffer
+            f.write(json.dumps(line, separators=(",", ":")).encode("utf-8") + b"\n")
+    return JobPlan(path=path, staging=staging, rows=manifest.rows, clips=len(manifest.specs),
+                   vocabulary=list(manifest.vocabulary),
+                   manifest_info={"path": manifest.source, "sha256": manifest.sha256, "rows": manifest.rows})
