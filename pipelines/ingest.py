@@ -159,7 +159,8 @@ def build_pipeline(p: beam.Pipeline, plan: JobPlan, cfg: IngestConfig) -> None:
     )
     # Every shard id is present, so a shard that draws no sample is still written (empty), and the
     # dataset always has exactly num_shards files per format.
-    all_shards = p | "AllShardIds" >> beam.Create([(i, None) for i in range(num_shards)])
+    all_shards = (p | "ShardCount" >> beam.Create([num_shards])  # made here, not held in the graph
+                  | "AllShardIds" >> beam.FlatMap(lambda n: ((i, None) for i in range(n))))
     shard_infos = (
         (decoded.records, all_shards)  # (shard_id, staged record | None)
         | "AssignShard" >> beam.Flatten()
@@ -260,6 +261,7 @@ def summarize(cfg: IngestConfig, wall_seconds: float) -> dict[str, Any]:
         "wall_seconds": round(wall_seconds, 2),
         "clips_per_second": round(counts["rows"] / wall_seconds, 2) if wall_seconds > 0 else None,
         "balanced": counts["rows"] == counts["written"] + counts["failed"], "lost": counts.get("lost", 0),
+        "fetched_bytes": index.get("fetched_bytes", 0),
         "index": index["index_path"],
     }
 
@@ -272,7 +274,9 @@ def format_summary(s: dict[str, Any]) -> str:
             f"  failed by reason: {reasons}\n"
             f"  {s['media_seconds']:.1f} media seconds, {s['bytes'] / 1e6:.1f} MB, "
             f"{s['wall_seconds']:.1f} s wall, {s['clips_per_second']} clips/s\n"
-            f"  index: {s['index']}")
+            f"  index: {s['index']}"
+            + (f"\n  fetched {s['fetched_bytes'] / 1e6:.1f} MB of remote sources, "
+               f"{s['fetched_bytes'] / 1e6 / max(s['written'], 1):.2f} MB per clip" if s["fetched_bytes"] else ""))
 
 
 def main(argv: list[str] | None = None) -> int:

