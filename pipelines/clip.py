@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pipelines.config import IngestConfig
-from pipelines.decode import decode_clip
+from pipelines.decode import DecodedClip, decode_clip
 from pipelines.ffmpeg import DecodeError
 from pipelines.logmel import log_mel
 from pipelines.manifests import ClipSpec
 from shards.schema import Sample
 
-__all__ = ["DecodeError", "build_sample"]
+__all__ = ["DecodeError", "build_sample", "sample_of"]
 
 
 def build_sample(spec: ClipSpec, label_ids: list[int], cfg: IngestConfig, local: str | None = None) -> Sample:
@@ -23,6 +23,11 @@ def build_sample(spec: ClipSpec, label_ids: list[int], cfg: IngestConfig, local:
         if local:
             raise DecodeError(e.reason, e.detail.replace(local, spec.path)) from None
         raise
+    return sample_of(spec, label_ids, cfg, clip)
+
+
+def sample_of(spec: ClipSpec, label_ids: list[int], cfg: IngestConfig, clip: DecodedClip) -> Sample:
+    """The Sample of `spec` from its decoded clip: log-mel, labels, meta."""
     melspec = log_mel(clip.audio, cfg.mel)
     meta = {"source": spec.path, "video_id": spec.video_id, "row": spec.row, **clip.meta(),
             "mel": cfg.mel.to_dict()}

@@ -42,8 +42,8 @@ from pipelines.ffmpeg import (DecodeError, ExtraOutput, MediaInfo, check_input, 
                               ffmpeg_version, input_arg, local_copy, needs_local_copy, parse_info,
                               run_ffmpeg)
 
-__all__ = ["DecodeError", "DecodedClip", "decode_clip", "decode_args", "split_jpegs", "jpeg_size",
-           "FPS", "SAMPLE_RATE"]
+__all__ = ["DecodeError", "DecodedClip", "decode_clip", "slice_clip", "decode_args", "split_jpegs",
+           "jpeg_size", "FPS", "SAMPLE_RATE"]
 
 FPS = 25
 SAMPLE_RATE = 16000
@@ -78,6 +78,8 @@ class DecodedClip:
     audio_dropped: int  # samples ffmpeg gave beyond round(16000 * duration)
     ffmpeg_version: str
     decoded_from_start: bool = False  # input seeking missed (e.g. MPEG-TS): decoded from the file start
+    requested_start: float | None = None  # sliced from a shared decode: the start asked for (`start` is snapped)
+    shared_span: tuple[float, float] | None = None  # sliced from one decode of this span of the source
 
     @property
     def duration(self) -> float:
@@ -106,6 +108,8 @@ class DecodedClip:
             "frames_padded": self.frames_padded, "frames_dropped": self.frames_dropped,
             "audio_padded": self.audio_padded, "audio_dropped": self.audio_dropped,
             "ffmpeg_version": self.ffmpeg_version, "decoded_from_start": self.decoded_from_start,
+            **({"requested_start": self.requested_start, "shared_decode": list(self.shared_span)}
+               if self.shared_span is not None else {}),
         }
 
 
@@ -463,3 +467,31 @@ def _assemble(path: str, start: float, end: float | None, run, info: MediaInfo |
         frames_padded=frames_padded + lead_frames, frames_dropped=frames_dropped,
         audio_padded=audio_padded + lead_samples, audio_dropped=audio_dropped,
         ffmpeg_version=ffmpeg_version())
+
+
+def slice_clip(run: DecodedClip, start: float, end: float, min_seconds: float = 0.1) -> DecodedClip:
+    """Clip [start, end) cut out of `run`, a decode of a longer span of the same source: the start
+    snapped to the run's 25 fps grid (at most 20 ms earlier or later; frame i then shows
+    start' + i/25 and audio sample k is start' + k/16000 exactly, 640 samples a frame), the length
+    kept, cut where the run (the source) ends. Raises DecodeError too_short like decode_clip."""
+    k0 = max(0, round_half_up((start - run.start) * FPS))
+    snapped = run.start + k0 / FPS
+    duration = min(end - start, run.end - snapped)  # the length asked for, unless the source ends first
+    real_end = snapped + duration
+    if duration < min_seconds:
+        raise DecodeError("too_short", f"clip [{snapped:.3f}, {real_end:.3f}) is {duration:.3f} s "
+                                       f"(requested [{start}, {end}), source ends at {run.end:.3f} s), "
+                                       f"under min_seconds={min_seconds}")
+    n_frames, n_samples = round_half_up(FPS * duration), round_half_up(SAMPLE_RATE * duration)
+    frames = run.frames[k0:k0 + n_frames]
+    padded = n_frames - len(frames)
+    frames += [frames[-1]] * padded
+    a0 = k0 * (SAMPLE_RATE // FPS)
+    audio = run.audio[a0:a0 + n_samples]
+    audio_padded = n_samples - audio.shape[0]
+    if audio_padded:
+        audio = np.concatenate([audio, np.zeros(audio_padded, np.float32)])
+    return dataclasses.replace(
+        run, frames=frames, audio=audio.copy(), start=snapped, end=real_end, requested_end=end,
+        frames_padded=padded, frames_dropped=0, audio_padded=audio_padded, audio_dropped=0,
+        decoded_from_start=False, requested_start=start, shared_span=(run.start, run.end))

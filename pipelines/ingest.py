@@ -36,7 +36,7 @@ from pipelines import progress
 from pipelines.config import (LOCAL_RUNNERS, IngestConfig, IngestError, add_arguments, beam_options,
                               check_endpoints)
 from pipelines.manifests import ClipSpec, Manifest, label_indices
-from pipelines.plan import JobPlan, failure_record, spec_from_json, write_plan
+from pipelines.plan import JobPlan, chains, failure_record, spec_from_json, write_plan
 from pipelines.shard_io import finalize_dataset, write_shard
 from pipelines.staging import remove_staged, stage_sample, staging_dir
 from pipelines.stats import DatasetStatsFn, sample_stats
@@ -84,15 +84,46 @@ class DecodeClip(beam.DoFn):
                     return
                 fetched = os.path.getsize(local)
                 self.fetched.inc(fetched)
-            for spec in specs:
-                yield from self.clip(spec, local, fetched)
-                fetched = 0  # counted once, with the task's first clip
+            runs = chains(specs, self.cfg.shared_decode) if self.cfg.shared_decode else [[s] for s in specs]
+            for run in runs:
+                shared = self.shared_run(run, local) if len(run) > 1 else None
+                for spec, clip in zip(run, shared or [None] * len(run)):
+                    yield from self.clip(spec, local, fetched, clip)
+                    fetched = 0  # counted once, with the task's first clip
 
-    def clip(self, spec: ClipSpec, local: str | None, fetched: int) -> Iterator[Any]:
-        from pipelines.clip import DecodeError, build_sample
+    def shared_run(self, run: list[ClipSpec], local: str | None) -> list[Any] | None:
+        """One ffmpeg run over the span of `run` (overlapping clips of one source), sliced into its
+        clips (a DecodedClip, or the DecodeError of that clip); None if the span can't be decoded,
+        and then each clip is decoded on its own, with its own reason if it fails."""
+        from pipelines.decode import FPS, DecodeError, decode_clip, slice_clip
+
+        cfg = self.cfg
+        # one frame more than the chain's end: a clip whose start snaps later still gets its length
+        start, end = min(s.start for s in run), max(s.end for s in run) + 1 / FPS
+        try:
+            span = decode_clip(local or run[0].path, start, end, short_side=cfg.short_side,
+                               jpeg_quality=cfg.jpeg_quality, max_seconds=cfg.max_seconds,
+                               max_pixels=cfg.max_pixels, timeout=cfg.timeout, min_seconds=cfg.min_seconds)
+        except DecodeError:
+            return None
+        Metrics.counter(NAMESPACE, "shared_decode_runs").inc()
+        clips = []
+        for spec in run:
+            try:
+                clips.append(slice_clip(span, spec.start, spec.end, cfg.min_seconds))
+            except DecodeError as e:
+                clips.append(DecodeError(e.reason, f"{spec.path}: {e.detail}"))
+        return clips
+
+    def clip(self, spec: ClipSpec, local: str | None, fetched: int, decoded: Any = None) -> Iterator[Any]:
+        from pipelines.clip import DecodeError, build_sample, sample_of
 
         try:
-            sample = build_sample(spec, label_indices(spec, self.vocabulary), self.cfg, local)
+            if isinstance(decoded, Exception):
+                raise decoded
+            labels = label_indices(spec, self.vocabulary)
+            sample = (sample_of(spec, labels, self.cfg, decoded) if decoded is not None else
+                      build_sample(spec, labels, self.cfg, local))
             record = stage_sample(self.staging, sample, self.cfg.formats)
         except Exception as e:  # noqa: BLE001 - one bad clip (or a bug on one clip) never kills the job
             reason, detail = ((e.reason, e.detail) if isinstance(e, DecodeError) else
@@ -231,7 +262,7 @@ def run(manifest: Manifest, cfg: IngestConfig, beam_args: Sequence[str] = (), *,
     start = time.time()
     # Only an in-process runner's workers tick this process's counter; remote ones have their own UI.
     reporter = progress.Reporter(len(manifest.specs), enabled=show_progress and runner in LOCAL_RUNNERS)
-    plan = write_plan(manifest, staging_dir(cfg.output, cfg.split, uuid.uuid4().hex[:12]))
+    plan = write_plan(manifest, staging_dir(cfg.output, cfg.split, uuid.uuid4().hex[:12]), cfg.shared_decode)
     with reporter:
         with beam.Pipeline(options=options) as p:
             build_pipeline(p, plan, cfg)

@@ -39,19 +39,43 @@ def spec_from_json(d: dict[str, Any]) -> ClipSpec:
     return ClipSpec(**{**d, "labels": tuple(d["labels"])})
 
 
-def tasks(manifest: Manifest) -> Iterator[list[ClipSpec]]:
+def tasks(manifest: Manifest, shared_decode: float = 0.0) -> Iterator[list[ClipSpec]]:
     """The manifest's clips as tasks, in manifest order: remote sources grouped by path (at most
-    CLIPS_PER_FETCH a task), every other clip alone."""
+    CLIPS_PER_FETCH a task); with `shared_decode`, chains of overlapping clips of a local source (see
+    `chains`); every other clip alone."""
     groups: dict[str, list[ClipSpec]] = {}
+    local: dict[str, list[ClipSpec]] = {}
     for spec in manifest.specs:
         if not needs_local_copy(spec.path):
-            yield [spec]
+            if shared_decode:
+                local.setdefault(spec.path, []).append(spec)
+            else:
+                yield [spec]
             continue
         group = groups.setdefault(spec.path, [])
         group.append(spec)
         if len(group) == CLIPS_PER_FETCH:
             yield groups.pop(spec.path)
     yield from groups.values()
+    for specs in local.values():
+        yield from chains(specs, shared_decode)
+
+
+def chains(specs: list[ClipSpec], max_span: float) -> list[list[ClipSpec]]:
+    """Clips of one source as chains that one ffmpeg run can decode: by start, each clip overlapping
+    or touching the chain so far, the chain spanning at most `max_span` seconds. A clip that runs to
+    the end of the file stays alone."""
+    out: list[list[ClipSpec]] = []
+    chain_end = -1.0
+    for spec in sorted(specs, key=lambda s: (s.end is None, s.start)):
+        if (spec.end is not None and out and out[-1][0].end is not None and spec.start <= chain_end
+                and max(chain_end, spec.end) - out[-1][0].start <= max_span):
+            out[-1].append(spec)
+            chain_end = max(chain_end, spec.end)
+        else:
+            out.append([spec])
+            chain_end = spec.end if spec.end is not None else -1.0
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,10 +95,10 @@ def failure_record(spec: ClipSpec | RowFailure, reason: str, detail: str) -> dic
     return {"row": spec.row, "key": spec.key, "path": spec.path, "reason": reason, "detail": detail}
 
 
-def write_plan(manifest: Manifest, staging: str) -> JobPlan:
-    """Write the plan of `manifest` into the staging folder."""
+def write_plan(manifest: Manifest, staging: str, shared_decode: float = 0.0) -> JobPlan:
+    """Write the plan of `manifest` into the staging folder (`shared_decode`: see `tasks`)."""
     path = FileSystems.join(staging, PLAN_NAME)
-    lines = itertools.chain(({"clips": [spec_to_json(s) for s in task]} for task in tasks(manifest)),
+    lines = itertools.chain(({"clips": [spec_to_json(s) for s in task]} for task in tasks(manifest, shared_decode)),
                             ({"failure": failure_record(r, r.reason, r.detail)} for r in manifest.failures))
     with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
         for line in lines:  # the file objects buffer

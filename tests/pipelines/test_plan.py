@@ -58,3 +58,15 @@ def test_graph_of_a_two_million_row_audioset_manifest_stays_under_a_megabyte(tmp
     small, large = audioset(20), audioset(2_000_000)
     assert large < 1_000_000
     assert large - small < 2_000  # only the shard count's digits differ, never the rows
+
+
+def test_shared_decode_chains_overlapping_local_clips_within_the_span_limit():
+    specs = [ClipSpec(row=i + 2, key=f"k_{i}", path="/v/long.mp4", start=s, end=e, labels=("a",))
+             for i, (s, e) in enumerate([(0, 3), (2, 5), (4.5, 7), (20, 22), (6, 40), (1, None)])]
+    m = Manifest(source="m.csv", kind="generic", sha256="0", rows=len(specs), specs=specs, failures=[],
+                 vocabulary=["a"])
+    got = sorted(sorted(s.key for s in t) for t in tasks(m, shared_decode=10))
+    # (0,3)-(2,5)-(4.5,7) chain; (6,40) would make the chain 40 s long; (20,22) overlaps nothing
+    # before it; a clip to the end of the file stays alone
+    assert got == [["k_0", "k_1", "k_2"], ["k_3"], ["k_4"], ["k_5"]]
+    assert [len(t) for t in tasks(m)] == [1] * 6  # off by default: every local clip alone
