@@ -44,6 +44,15 @@ class IngestConfig:
             raise IngestError(f"--format {','.join(self.formats)}: choose from {','.join(FORMATS)}")
         if not 2 <= self.jpeg_quality <= 31:
             raise IngestError(f"--jpeg-quality {self.jpeg_quality}: use ffmpeg's -q:v scale, 2 (best) .. 31")
+        if self.short_side < 2 or self.short_side % 2:
+            raise IngestError(f"--short-side {self.short_side}: use an even number of pixels >= 2 (e.g. 256)")
+        if not 0 <= self.min_seconds < self.max_seconds:
+            raise IngestError(f"--min-seconds {self.min_seconds:g} / --max-seconds {self.max_seconds:g}: use "
+                              f"0 <= min < max")
+        if self.max_pixels < 1:
+            raise IngestError(f"--max-pixels {self.max_pixels}: use 1 or more (e.g. {4096 * 2160})")
+        if not self.timeout > 0:
+            raise IngestError(f"--timeout {self.timeout:g}: use a number of seconds > 0 (ffmpeg's time per clip)")
         if self.num_shards is not None and self.num_shards < 1:
             raise IngestError(f"--num-shards {self.num_shards}: use 1 or more")
         if self.shared_decode < 0 or self.shared_decode > self.max_seconds:
@@ -147,9 +156,13 @@ def beam_options(beam_args: Sequence[str], output: str):
         # ffmpeg does the heavy lifting in subprocesses, so threads are enough in one process.
         args += ["--runner=FnApiRunner", f"--direct_num_workers={os.cpu_count() or 1}",
                  "--direct_running_mode=multi_threading"]
+    check_beam_flags(args)
     options = PipelineOptions(args)
     opts = options.get_all_options()
     runner = runner_name(opts.get("runner"))
+    if runner not in _KNOWN.values() and "." not in str(opts.get("runner")):
+        raise IngestError(f"--runner={opts.get('runner')}: unknown runner; use one of "
+                          f"{', '.join(sorted(set(_KNOWN.values())))} (or a runner class's full module path)")
     if runner == "PortableRunner" and not opts.get("job_endpoint"):
         raise IngestError("--runner=PortableRunner needs --job_endpoint: 'embed' (the job service "
                           "runs in this process) or HOST:PORT of a running job server")
@@ -157,6 +170,29 @@ def beam_options(beam_args: Sequence[str], output: str):
         _check_dataflow(opts, output)
     _check_staged_files(options)
     return options, runner
+
+
+def check_beam_flags(args: Sequence[str]) -> None:
+    """IngestError naming the first flag that neither the job nor any of Beam's option classes knows,
+    with the closest known name (Beam itself would only log a warning and drop it: `--fromat tfrecord`
+    would then quietly write the default format)."""
+    import difflib
+
+    from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+
+    parser = _BeamArgumentParser(allow_abbrev=False)
+    for cls in {str(c): c for c in PipelineOptions.__subclasses__()}.values():  # as Beam collects them
+        cls._add_argparse_args(parser)  # noqa: SLF001 - Beam's own registry of options
+    _, unknown = parser.parse_known_args(list(args))
+    flags = [a.split("=", 1)[0] for a in unknown if a.startswith("-")]
+    if not flags:
+        return
+    own = argparse.ArgumentParser(add_help=False)
+    add_arguments(own)
+    known = [o for p in (own, parser) for action in p._actions for o in action.option_strings]  # noqa: SLF001
+    near = difflib.get_close_matches(flags[0], known, n=1)
+    raise IngestError(f"unknown flag {flags[0]}" + (f"; did you mean {near[0]}?" if near else
+                      "; `mbt ingest --help` lists the job's flags, and Beam's pipeline options are the rest"))
 
 
 def _check_dataflow(opts: dict, output: str) -> None:

@@ -38,6 +38,7 @@ from pipelines.config import (LOCAL_RUNNERS, IngestConfig, IngestError, add_argu
 from pipelines.manifests import ClipSpec, Manifest, label_indices
 from pipelines.plan import JobPlan, chains, failure_record, spec_from_json, write_plan
 from pipelines.shard_io import finalize_dataset, write_shard
+from pipelines.split_lock import split_lock
 from pipelines.staging import remove_staged, stage_sample, staging_dir
 from pipelines.stats import DatasetStatsFn, sample_stats
 from shards.naming import assign_shard
@@ -262,10 +263,12 @@ def run(manifest: Manifest, cfg: IngestConfig, beam_args: Sequence[str] = (), *,
     start = time.time()
     # Only an in-process runner's workers tick this process's counter; remote ones have their own UI.
     reporter = progress.Reporter(len(manifest.specs), enabled=show_progress and runner in LOCAL_RUNNERS)
-    plan = write_plan(manifest, staging_dir(cfg.output, cfg.split, uuid.uuid4().hex[:12]), cfg.shared_decode)
-    with reporter:
-        with beam.Pipeline(options=options) as p:
-            build_pipeline(p, plan, cfg)
+    with split_lock(cfg.output, cfg.split):  # one writer per split: it removes what others staged
+        plan = write_plan(manifest, staging_dir(cfg.output, cfg.split, uuid.uuid4().hex[:12]),
+                          cfg.shared_decode)
+        with reporter:
+            with beam.Pipeline(options=options) as p:
+                build_pipeline(p, plan, cfg)
     return check_complete(summarize(cfg, time.time() - start))
 
 
@@ -325,6 +328,9 @@ def run_from_args(args: argparse.Namespace, beam_args: list[str]) -> int:
     cfg = IngestConfig.from_args(args)
     launch = launch_options(beam_args, cfg)  # bad flags, no worker pool: before reading the manifest
     manifest = read_manifest_from_args(args)
+    if not manifest.rows:
+        raise IngestError(f"{manifest.source}: the manifest has no rows, so there is nothing to ingest; "
+                          f"add one line per clip below its header")
     summary = run(manifest, cfg, launch=launch)
     print(format_summary(summary))
     return 0 if summary["balanced"] else 1

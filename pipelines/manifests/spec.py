@@ -233,7 +233,23 @@ def check_unique_keys(source: str, items: Sequence[ClipSpec | RowFailure]) -> No
             continue
         if it.key in first:
             other = first[it.key]
+            if other.path != it.path and os.path.basename(other.path) == os.path.basename(it.path):
+                raise ManifestError(
+                    f"{source}: rows {other.row} ({other.path}) and {it.row} ({it.path}) are different videos "
+                    f"with the same file name and start, so both get the sample key {it.key!r} (a key holds "
+                    f"a path's folders only when the path is relative); write their paths relative to a "
+                    f"common folder and pass it as --video-root, e.g. "
+                    f"{_relative_hint(other.path, it.path)}")
             raise ManifestError(
                 f"{source}: rows {other.row} ({other.path}) and {it.row} ({it.path}) both give the sample "
                 f"key {it.key!r} (same video id and start time); remove one, or change its start time")
         first[it.key] = it
+
+
+def _relative_hint(a: str, b: str) -> str:
+    """'--video-root /data with d1/clip.mp4 and d2/clip.mp4' for /data/d1/clip.mp4 and /data/d2/clip.mp4."""
+    try:
+        root = os.path.commonpath([a, b])
+    except ValueError:  # a URL and a local path
+        return "--video-root FOLDER with each path written below it"
+    return f"--video-root {root} with {os.path.relpath(a, root)} and {os.path.relpath(b, root)}"
