@@ -37,7 +37,7 @@ from pipelines.config import (LOCAL_RUNNERS, IngestConfig, IngestError, add_argu
                               check_endpoints)
 from pipelines.manifests import ClipSpec, Manifest, label_indices
 from pipelines.plan import JobPlan, chains, failure_record, spec_from_json, write_plan
-from pipelines.shard_io import finalize_dataset, write_shard
+from pipelines.shard_io import finalize_dataset, job_generation, write_shard
 from pipelines.split_lock import split_lock
 from pipelines.staging import remove_staged, stage_sample, staging_dir
 from pipelines.stats import DatasetStatsFn, sample_stats
@@ -147,9 +147,10 @@ class WriteShard(beam.DoFn):
     """(shard_id, [staged record]) -> one file per format, streamed from the staged samples in key
     order under a temporary name and renamed; then the staged files are removed."""
 
-    def __init__(self, cfg: IngestConfig, num_shards: int):
+    def __init__(self, cfg: IngestConfig, num_shards: int, generation: str):
         self.cfg = cfg
         self.num_shards = num_shards
+        self.generation = generation
         self.bytes = Metrics.counter(NAMESPACE, "bytes_written")
 
     def process(self, element: tuple[int, Iterable[dict[str, Any] | None]]) -> Iterator[dict[str, Any]]:
@@ -157,7 +158,7 @@ class WriteShard(beam.DoFn):
         # Beam gives no order within a group: sort, so a rerun writes the same bytes.
         ordered = sorted((r for r in records if r is not None), key=lambda r: r["key"])
         infos = [write_shard(self.cfg.output, self.cfg.split, shard_id, self.num_shards, fmt, position,
-                             ordered) for position, fmt in enumerate(self.cfg.formats)]
+                             ordered, self.generation) for position, fmt in enumerate(self.cfg.formats)]
         remove_staged(ordered)
         for info in infos:
             self.bytes.inc(info["bytes"])
@@ -173,7 +174,7 @@ class WriteIndex(beam.DoFn):
 
     def process(self, _, shard_infos, stats, failures) -> Iterator[dict[str, Any]]:
         yield finalize_dataset(self.cfg, self.plan.manifest_info, self.plan.vocabulary, shard_infos,
-                               stats, failures)
+                               stats, failures, self.plan.generation)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -197,7 +198,7 @@ def build_pipeline(p: beam.Pipeline, plan: JobPlan, cfg: IngestConfig) -> None:
         (decoded.records, all_shards)  # (shard_id, staged record | None)
         | "AssignShard" >> beam.Flatten()
         | "GroupByShard" >> beam.GroupByKey()  # (shard_id, [staged record]): a few hundred bytes each
-        | "WriteShard" >> beam.ParDo(WriteShard(cfg, num_shards))  # {format, path, samples, bytes}
+        | "WriteShard" >> beam.ParDo(WriteShard(cfg, num_shards, plan.generation))  # {format, path, samples, bytes}
         | "CollectShards" >> beam.combiners.ToList()
     )
     failures = decoded[DecodeClip.FAILURES] | "CollectFailures" >> beam.combiners.ToList()  # failure dicts
@@ -265,7 +266,7 @@ def run(manifest: Manifest, cfg: IngestConfig, beam_args: Sequence[str] = (), *,
     reporter = progress.Reporter(len(manifest.specs), enabled=show_progress and runner in LOCAL_RUNNERS)
     with split_lock(cfg.output, cfg.split):  # one writer per split: it removes what others staged
         plan = write_plan(manifest, staging_dir(cfg.output, cfg.split, uuid.uuid4().hex[:12]),
-                          cfg.shared_decode)
+                          job_generation(cfg, manifest.sha256), cfg.shared_decode)
         with reporter:
             with beam.Pipeline(options=options) as p:
                 build_pipeline(p, plan, cfg)

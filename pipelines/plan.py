@@ -84,6 +84,7 @@ class JobPlan:
 
     path: str  # the plan file
     staging: str  # the job's staging folder (plan, staged samples)
+    generation: str  # in the names of the job's shards (pipelines.shard_io.job_generation)
     rows: int  # manifest rows (== clips + row failures)
     clips: int
     vocabulary: list[str]
@@ -95,7 +96,7 @@ def failure_record(spec: ClipSpec | RowFailure, reason: str, detail: str) -> dic
     return {"row": spec.row, "key": spec.key, "path": spec.path, "reason": reason, "detail": detail}
 
 
-def write_plan(manifest: Manifest, staging: str, shared_decode: float = 0.0) -> JobPlan:
+def write_plan(manifest: Manifest, staging: str, generation: str, shared_decode: float = 0.0) -> JobPlan:
     """Write the plan of `manifest` into the staging folder (`shared_decode`: see `tasks`)."""
     path = FileSystems.join(staging, PLAN_NAME)
     lines = itertools.chain(({"clips": [spec_to_json(s) for s in task]} for task in tasks(manifest, shared_decode)),
@@ -103,6 +104,6 @@ def write_plan(manifest: Manifest, staging: str, shared_decode: float = 0.0) -> 
     with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
         for line in lines:  # the file objects buffer
             f.write(json.dumps(line, separators=(",", ":")).encode("utf-8") + b"\n")
-    return JobPlan(path=path, staging=staging, rows=manifest.rows, clips=len(manifest.specs),
+    return JobPlan(path=path, staging=staging, generation=generation, rows=manifest.rows, clips=len(manifest.specs),
                    vocabulary=list(manifest.vocabulary),
                    manifest_info={"path": manifest.source, "sha256": manifest.sha256, "rows": manifest.rows})

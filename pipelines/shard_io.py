@@ -8,6 +8,8 @@ name; the index is written last, and the staging area removed after it.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import posixpath
 import uuid
@@ -48,11 +50,23 @@ def _write_bytes_atomic(path: str, write) -> int:
     return _size(path)
 
 
+def job_generation(cfg, manifest_sha256: str) -> str:
+    """The 8 hex digits in the names of a job's shards: the same manifest, settings, tool and ffmpeg
+    give the same generation (a rerun rewrites the same names with the same bytes); anything else
+    gives a new one, whose shards sit beside the published ones until its index replaces theirs."""
+    from pipelines import __version__
+    from pipelines.ffmpeg import ffmpeg_version
+
+    fields = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "output"}
+    text = json.dumps([manifest_sha256, fields, __version__, ffmpeg_version()], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
+
+
 def write_shard(output: str, split: str, shard_id: int, num_shards: int, fmt: str, position: int,
-                records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+                records: Sequence[dict[str, Any]], generation: str | None = None) -> dict[str, Any]:
     """Write one shard file from staged samples (`records` already in key order; `position` is the
     format's place in the staged files); return its index entry."""
-    path = join(output, shard_name(split, shard_id, num_shards, fmt))
+    path = join(output, shard_name(split, shard_id, num_shards, fmt, generation))
     expected = shard_size(records, fmt, position)
     if records and not FileSystems.exists(records[0]["staged"]) and _size(path) == expected:
         size = expected  # a retry of a WriteShard that finished: its staged files are gone, its shard is there
@@ -76,7 +90,7 @@ def failures_path(output: str, split: str) -> str:
 
 
 def _remove_stale(output: str, split: str, keep: set[str]) -> None:
-    """Delete temp files and shards of this split that this run did not write (an older shard count)."""
+    """Delete temp files and shards of this split that the index does not list (older generations)."""
     patterns = [join(output, f"{TMP_PREFIX}{split}-*")]
     patterns += [join(output, f"{split}-*-of-*{ext}") for ext in EXTENSIONS.values()]
     stale = [m.path for r in FileSystems.match(patterns) for m in r.metadata_list
@@ -87,8 +101,10 @@ def _remove_stale(output: str, split: str, keep: set[str]) -> None:
 
 def finalize_dataset(cfg, manifest_info: dict[str, Any], vocabulary: list[str],
                      shard_infos: list[dict[str, Any]], stats: dict[str, Any],
-                     failures: list[dict[str, Any]]) -> dict[str, Any]:
-    """Write SPLIT.failures.jsonl and then SPLIT.index.json; return the index."""
+                     failures: list[dict[str, Any]], generation: str | None = None) -> dict[str, Any]:
+    """Write SPLIT.failures.jsonl and then SPLIT.index.json, which publishes the split; then remove
+    what the index does not list (older generations' shards, temp files, the staging area). Return
+    the index."""
     failures = sorted(failures, key=lambda f: (f["row"], f["key"]))
     lines = "".join(json.dumps(f, sort_keys=True) + "\n" for f in failures).encode("utf-8")
     _write_bytes_atomic(failures_path(cfg.output, cfg.split), lambda f: f.write(lines))
@@ -111,6 +127,7 @@ def finalize_dataset(cfg, manifest_info: dict[str, Any], vocabulary: list[str],
         "index_version": INDEX_VERSION,
         "tool": {"name": "mbt-toolkit", "version": __version__},
         "split": cfg.split,
+        "generation": generation,
         "formats": list(cfg.formats),
         "num_shards": len(next(iter(shards.values()))),
         "shards": shards,
@@ -129,9 +146,9 @@ def finalize_dataset(cfg, manifest_info: dict[str, Any], vocabulary: list[str],
         "manifest": manifest_info,
         "failures_file": posixpath.basename(failures_path(cfg.output, cfg.split)),
     }
-    keep = {s["path"] for entries in shards.values() for s in entries}
-    _remove_stale(cfg.output, cfg.split, keep)
     text = (json.dumps(index, indent=1, sort_keys=True) + "\n").encode("utf-8")
     _write_bytes_atomic(index_path(cfg.output, cfg.split), lambda f: f.write(text))
-    remove_staging(cfg.output, cfg.split)  # after the index: a kill before this leaves a whole dataset
+    # only now, with the new index in place: a kill before this leaves the old dataset whole
+    _remove_stale(cfg.output, cfg.split, {s["path"] for entries in shards.values() for s in entries})
+    remove_staging(cfg.output, cfg.split)
     return index

@@ -102,11 +102,43 @@ def load_index(folder: str, split: str) -> dict[str, Any]:
 
 
 def shard_paths(index: dict[str, Any], fmt: str) -> list[str]:
-    """Full paths of the shards of format `fmt` listed in a loaded index."""
+    """Full paths of the shards of format `fmt` listed in a loaded index; ShardError when one is
+    missing or not of the size the index lists (the split is not whole: an ingest was interrupted or
+    another wrote over it), so no reader ever takes a mixed dataset for a whole one."""
     if fmt not in index.get("shards", {}):
         raise ShardError(f"{index['index_path']}: no {fmt} shards (formats: {', '.join(index['shards'])}); "
                          f"ingest with --format {fmt}")
-    return [join(index["folder"], s["path"]) for s in index["shards"][fmt]]
+    entries = index["shards"][fmt]
+    paths = [join(index["folder"], s["path"]) for s in entries]
+    for path, entry in zip(paths, entries):
+        if "bytes" not in entry:
+            continue
+        size = file_size(path)
+        if size != entry["bytes"]:
+            found = "is missing" if size is None else f"has {size} bytes"
+            raise ShardError(f"{path} {found}, but {index['index_path']} lists it with {entry['bytes']} "
+                             f"bytes: the split is not whole (an ingest was interrupted or another job "
+                             f"wrote over it); run the `mbt ingest` that made it again")
+    return paths
+
+
+def file_size(path: str) -> int | None:
+    """Bytes of a local file or URL; None when it does not exist."""
+    try:
+        if not is_url(path):
+            return os.stat(path).st_size
+        fs = url_filesystem(path)
+        if fs is not None:
+            return fs.size(path)
+        import tensorflow as tf
+
+        return tf.io.gfile.stat(path).length
+    except FileNotFoundError:
+        return None
+    except Exception as e:  # noqa: BLE001 - tf's NotFoundError and fsspec's own kinds
+        if type(e).__name__ == "NotFoundError":
+            return None
+        raise
 
 
 def read_failures(index: dict[str, Any]) -> list[dict[str, Any]]:

@@ -17,8 +17,10 @@ FORMATS = ("webdataset", "tfrecord")  # the two encodings, as the CLI's --format
 EXTENSIONS = {"webdataset": ".tar", "tfrecord": ".tfrecord"}
 
 _SPLIT_RE = re.compile(r"^[A-Za-z0-9_]+$")  # no '-': it separates split from shard number
+_GENERATION_RE = re.compile(r"^[0-9a-f]{8}$")
 _NAME_RE = re.compile(
-    r"^(?P<split>[A-Za-z0-9_]+)-(?P<index>\d{5,})-of-(?P<num>\d{5,})(?P<ext>\.tar|\.tfrecord)$")
+    r"^(?P<split>[A-Za-z0-9_]+)-(?P<index>\d{5,})-of-(?P<num>\d{5,})(?:-g(?P<generation>[0-9a-f]{8}))?"
+    r"(?P<ext>\.tar|\.tfrecord)$")
 
 
 def check_format(fmt: str) -> str:
@@ -28,14 +30,19 @@ def check_format(fmt: str) -> str:
     return fmt
 
 
-def shard_name(split: str, index: int, num_shards: int, fmt: str) -> str:
-    """File name of shard `index` of `num_shards`: `train-00000-of-00064.tar` (or `.tfrecord`)."""
+def shard_name(split: str, index: int, num_shards: int, fmt: str, generation: str | None = None) -> str:
+    """File name of shard `index` of `num_shards`: `train-00000-of-00064.tar` (or `.tfrecord`); with
+    the ingestion job's `generation` (8 hex digits), `train-00000-of-00064-g1a2b3c4d.tar`, so a new
+    generation's shards never replace an older one's before its index is written."""
     if not _SPLIT_RE.match(split):
         raise ValueError(f"invalid split name {split!r}: use [A-Za-z0-9_] only (e.g. train, validation)")
     if not (isinstance(num_shards, int) and num_shards >= 1 and isinstance(index, int)
             and 0 <= index < num_shards):
         raise ValueError(f"shard index {index!r} out of range for {num_shards!r} shards")
-    return f"{split}-{index:05d}-of-{num_shards:05d}{EXTENSIONS[check_format(fmt)]}"
+    if generation is not None and not _GENERATION_RE.match(generation):
+        raise ValueError(f"invalid generation {generation!r}: use 8 hex digits")
+    tag = f"-g{generation}" if generation else ""
+    return f"{split}-{index:05d}-of-{num_shards:05d}{tag}{EXTENSIONS[check_format(fmt)]}"
 
 
 def parse_shard_name(name: str) -> tuple[str, int, int, str]:

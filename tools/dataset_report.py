@@ -1,4 +1,5 @@
-"""Whole-dataset views: `stats` (from the index, instant) and `validate` (reads every sample)."""
+"""Whole-dataset views: `stats` (from the index, once its shards are checked to be there, whole) and
+`validate` (reads every sample)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ def dataset_stats(folder: str, splits: list[str] | None = None) -> list[dict[str
     out = []
     for split in splits or list_splits(folder):
         index = load_index(folder, split)
+        for fmt in index["shards"]:
+            shard_paths(index, fmt)  # the counts below are true only if the listed shards are all there
         classes = index["classes"]
         hist = {classes[int(i)] if int(i) < len(classes) else i: n
                 for i, n in index["label_counts"].items()}

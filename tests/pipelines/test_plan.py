@@ -53,7 +53,7 @@ def test_graph_of_a_two_million_row_audioset_manifest_stays_under_a_megabyte(tmp
             f.writelines(f'Y{i:010d}, {i % 300}.000, {i % 300 + 10}.000, "/m/{i % 527:05d}"\n' for i in range(rows))
         m = read_manifest(str(seg), classes=str(classes))
         cfg = IngestConfig(output=str(tmp_path / f"out{rows}"))
-        return graph_bytes(write_plan(m, str(tmp_path / f"staging{rows}")), cfg)
+        return graph_bytes(write_plan(m, str(tmp_path / f"staging{rows}"), "0123abcd"), cfg)
 
     small, large = audioset(20), audioset(2_000_000)
     assert large < 1_000_000
