@@ -1,7 +1,7 @@
 """`mbt`: the toolkit's one command. Each subcommand is a thin wrapper over a library function.
 
     mbt ingest --manifest M.csv --output DIR --format webdataset,tfrecord
-    mbt inspect DIR/train-00000-of-00004.tar --index 0 --png sample.png
+    mbt inspect DIR/train-00000-of-00004-g1a2b3c4d.tar --index 0 --png sample.png
     mbt stats DIR            mbt validate DIR
     mbt train --preset tiny --data DIR --workdir runs/tiny --model.fusion_layer=2
     mbt eval --workdir runs/tiny --data DIR --split validation

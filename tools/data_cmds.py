@@ -11,7 +11,7 @@ D = argparse.ArgumentDefaultsHelpFormatter
 def add_parsers(sub) -> None:
     p = sub.add_parser("inspect", help="print one sample of a .tar/.tfrecord shard, optionally as a PNG",
                        formatter_class=D)
-    p.add_argument("path", help="a shard file (SPLIT-00000-of-00004.tar or .tfrecord)")
+    p.add_argument("path", help="a shard file (SPLIT-00000-of-00004-g<8 hex digits>.tar or .tfrecord)")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--index", type=int, default=None, help="position of the sample in the shard (0)")
     which.add_argument("--key", help="the sample's key")
