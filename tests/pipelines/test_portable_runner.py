@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import os
 import signal
 import socket
@@ -118,8 +119,9 @@ def test_portable_runner_writes_the_same_bytes_as_the_fnapi_runner(worker_pool, 
     assert {k: v for k, v in portable.items() if k not in ("wall_seconds", "clips_per_second", "index")} \
         == {k: v for k, v in local.items() if k not in ("wall_seconds", "clips_per_second", "index")}
     got, want = digests(tmp_path / "portable"), digests(tmp_path / "fnapi")
-    assert sorted(want) == ["train-00000-of-00002.tar", "train-00000-of-00002.tfrecord",
-                            "train-00001-of-00002.tar", "train-00001-of-00002.tfrecord",
+    gen = json.loads((tmp_path / "fnapi" / "train.index.json").read_text())["generation"]
+    assert sorted(want) == [f"train-00000-of-00002-g{gen}.tar", f"train-00000-of-00002-g{gen}.tfrecord",
+                            f"train-00001-of-00002-g{gen}.tar", f"train-00001-of-00002-g{gen}.tfrecord",
                             "train.failures.jsonl", "train.index.json"]
     assert got == want
 

@@ -22,16 +22,21 @@ def dataset(tmp_path_factory) -> Path:
     return out
 
 
+def shard(dataset: Path, ext: str) -> Path:
+    """The one shard of the dataset in that format (its name carries the job's generation)."""
+    (path,) = dataset.glob(f"train-00000-of-00001-g*.{ext}")
+    return path
+
+
 def test_ingest_writes_shards_of_both_formats_and_the_index(dataset):
     assert (dataset / "train.index.json").exists()
-    assert (dataset / "train-00000-of-00001.tar").exists()
-    assert (dataset / "train-00000-of-00001.tfrecord").exists()
+    assert shard(dataset, "tar").exists() and shard(dataset, "tfrecord").exists()
 
 
 @pytest.mark.parametrize("ext", ["tar", "tfrecord"])
 def test_inspect_prints_a_sample_and_draws_a_contact_sheet(dataset, tmp_path, capsys, ext):
     png = tmp_path / "s.png"
-    assert main(["inspect", str(dataset / f"train-00000-of-00001.{ext}"), "--index", "1",
+    assert main(["inspect", str(shard(dataset, ext)), "--index", "1",
                  "--png", str(png)]) == 0
     out = capsys.readouterr().out
     assert "key " in out and "melspec    float32 [" in out and "frames " in out
@@ -39,11 +44,11 @@ def test_inspect_prints_a_sample_and_draws_a_contact_sheet(dataset, tmp_path, ca
 
 
 def test_inspect_by_key_and_list(dataset, capsys):
-    shard = str(dataset / "train-00000-of-00001.tar")
-    assert main(["inspect", shard, "--list"]) == 0
+    path = str(shard(dataset, "tar"))
+    assert main(["inspect", path, "--list"]) == 0
     keys = capsys.readouterr().out.split()
     assert len(keys) == 4
-    assert main(["inspect", shard, "--key", keys[2]]) == 0
+    assert main(["inspect", path, "--key", keys[2]]) == 0
     assert keys[2] in capsys.readouterr().out
 
 
@@ -60,13 +65,13 @@ def test_validate_reports_a_corrupt_shard(dataset, tmp_path, capsys):
 
     copy = tmp_path / "copy"
     shutil.copytree(dataset, copy)
-    shard = copy / "train-00000-of-00001.tfrecord"
-    data = bytearray(shard.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    shard.write_bytes(bytes(data))
+    path = shard(copy, "tfrecord")
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # a flipped byte: the size the index lists, the content not
+    path.write_bytes(bytes(data))
     assert main(["validate", str(copy)]) == 1
     out = capsys.readouterr().out
-    assert "PROBLEM" in out and "train-00000-of-00001.tfrecord" in out
+    assert "PROBLEM" in out and path.name in out
 
 
 @pytest.mark.parametrize("argv, names", [
