@@ -35,8 +35,8 @@ def predict(cfg: TrainConfig, params, data: str, split: str, *, test_windows: in
     sums: dict[str, dict[str, Any]] = {}
     counts: dict[str, int] = {}
     labels: dict[str, Any] = {}
-    for batch in make_input(data, icfg, split=split, training=False, seed=0, process_index=0,
-                            process_count=1):
+    batches = make_input(data, icfg, split=split, training=False, seed=0, process_index=0, process_count=1)
+    for batch in batches:
         inputs = {m: batch[m] for m in cfg.model.modalities}
         logits = jax.device_get(_per_modality_logits(params, inputs, cfg.model))
         for i in np.nonzero(batch["mask"] > 0)[0]:
@@ -51,7 +51,8 @@ def predict(cfg: TrainConfig, params, data: str, split: str, *, test_windows: in
         jax.tree.map(lambda x: x / counts[k], sums[k][m]) for k in keys]) for m in cfg.model.modalities}
     fused = jax.tree.map(lambda *xs: sum(xs) / len(xs), *per_mod.values())
     return {"keys": keys, "logits": {"fused": fused, **per_mod}, "labels": [labels[k] for k in keys],
-            "windows": max(counts.values(), default=0)}
+            "windows": max(counts.values(), default=0),
+            "skipped": {k: v for k, v in batches.counts().items() if k.startswith("bad_")}}  # on_error=skip
 
 
 def score(logits: Any, labels: list, head: str) -> dict[str, Any]:
@@ -70,10 +71,10 @@ def score(logits: Any, labels: list, head: str) -> dict[str, Any]:
 
 
 def evaluate(cfg: TrainConfig, params, data: str, split: str, **kw) -> dict[str, Any]:
-    """{"fused": {...}, "rgb": {...}, "spectrogram": {...}, "clips": N, "windows": W}."""
+    """{"fused": {...}, "rgb": {...}, "spectrogram": {...}, "clips": N, "windows": W, "skipped": {reason: n}}."""
     pred = predict(cfg, params, data, split, **kw)
     out: dict[str, Any] = {name: score(logits, pred["labels"], cfg.model.head)
                            for name, logits in pred["logits"].items()}
-    out.update(clips=len(pred["keys"]), windows=pred["windows"])
+    out.update(clips=len(pred["keys"]), windows=pred["windows"], skipped=pred["skipped"])
     return out
 

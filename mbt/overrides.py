@@ -37,9 +37,9 @@ def _set(obj: Any, path: list[str], text: str, item: str) -> Any:
     hint = typing.get_type_hints(type(obj))[name]
     try:
         value = parse_value(text, hint)
+        return dataclasses.replace(obj, **{name: value})  # the config's own checks run here
     except ValueError as e:
         raise OverrideError(f"override {item!r}: {e}") from None
-    return dataclasses.replace(obj, **{name: value})
 
 
 def parse_value(text: str, hint: Any) -> Any:

@@ -54,7 +54,7 @@ class ProgressLine:
         self.stream = stream or sys.stderr
         self.t0, self.first = time.time(), None
 
-    def update(self, step: int, loss: float) -> None:
+    def update(self, step: int, loss: float, skipped: dict[str, int] | None = None) -> None:
         if not self.enabled:
             return
         now = time.time()
@@ -66,6 +66,8 @@ class ProgressLine:
         eta = f"{(self.total - step) / rate:.0f}s" if rate > 0 else "-"
         line = (f"step {step}/{self.total}  loss {loss:.4f}  {rate:.2f} steps/s  "
                 f"{rate * self.batch_size:.1f} clips/s  ETA {eta}")
+        if skipped and sum(skipped.values()):
+            line += "  skipped " + ", ".join(f"{k.removeprefix('skipped_')} {v}" for k, v in skipped.items() if v)
         tty = self.stream.isatty()
         self.stream.write(("\r" + line) if tty else line + "\n")
         self.stream.flush()

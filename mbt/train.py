@@ -233,9 +233,11 @@ def train(cfg: TrainConfig, data: str, workdir: str, *, eval_data: str | None = 
                 if not math.isfinite(last["loss"]):
                     raise TrainError(f"loss is {last['loss']} at step {done}; the last good checkpoint is "
                                      f"step {good_step} in {workdir} (lower --optim.base_lr, or check the data)")
-                last.update(step=done, data_wait_s=round(wait, 3))
+                # samples the input skipped so far (this host), by reason: bad_shard, bad_sample, ...
+                skipped = {f"skipped_{k}": v for k, v in batches.counts().items() if k.startswith("bad_")}
+                last.update(step=done, data_wait_s=round(wait, 3), skipped=sum(skipped.values()), **skipped)
                 writer.write(done, last)
-                bar.update(done, last["loss"])
+                bar.update(done, last["loss"], skipped=skipped)
                 wait = 0.0
             if done % cfg.run.checkpoint_every == 0 or done == plan.total_steps or stop["requested"]:
                 ckpt.save(done, state, feed.state())

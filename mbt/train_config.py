@@ -34,6 +34,16 @@ class OptimConfig:
     mixup_alpha: float = 0.3  # 0: off; one lambda ~ Beta(a, a) per batch, inputs and targets mixed
     modality_mixup: bool = False  # a separate lambda per modality, with per-modality targets (mixmod)
 
+    def __post_init__(self):
+        _check(self, [
+            (self.base_lr > 0, "base_lr must be > 0"), (0 <= self.momentum < 1, "momentum must be in [0, 1)"),
+            (self.weight_decay >= 0, "weight_decay must be >= 0"),
+            (self.warmup_epochs >= 0, "warmup_epochs must be >= 0"), (self.epochs > 0, "epochs must be > 0"),
+            (self.steps is None or self.steps >= 1, "steps must be >= 1 (or None: from epochs)"),
+            (self.grad_clip is None or self.grad_clip > 0, "grad_clip must be > 0 (or None: off)"),
+            (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
+            (self.mixup_alpha >= 0, "mixup_alpha must be >= 0 (0: off)")])
+
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
@@ -47,6 +57,20 @@ class RunConfig:
     eval_split: str = "validation"
     vit_checkpoint: str | None = None  # ImageNet ViT .npz to initialise both streams from
     tensorboard: bool = True  # also write TensorBoard event files (imports TensorFlow: ~5-15 s)
+
+    def __post_init__(self):
+        _check(self, [
+            (self.checkpoint_every >= 1, "checkpoint_every must be >= 1"),
+            (self.keep_checkpoints >= 1, "keep_checkpoints must be >= 1"),
+            (self.log_every >= 1, "log_every must be >= 1"),
+            (self.eval_every is None or self.eval_every >= 1, "eval_every must be >= 1 (or None: at the end)")])
+
+
+def _check(config, rules: list[tuple[bool, str]]) -> None:
+    """ValueError listing the broken rules of a config section (an override names the flag too)."""
+    bad = [message for ok, message in rules if not ok]
+    if bad:
+        raise ValueError(f"{type(config).__name__}: {'; '.join(bad)}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -136,3 +136,33 @@ def test_cli_errors_for_presets_and_overrides(capsys):
     assert main(["train", "--data", "x", "--workdir", "y", "--model.fusion_layr=2"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "fusion_layr" in err and "valid fields:" in err
+
+
+def test_skipped_samples_are_counted_by_reason_in_metrics(tmp_path, make_clips, make_dataset, tiny_train):
+    import dataclasses
+
+    from mbt.train import train
+    from mbt.train_config import get_config
+
+    clips = make_clips(16)
+    bad = clips[3]  # every frame of one clip: a JPEG header over garbage (the same length)
+    clips[3] = dataclasses.replace(bad, frames=[f[:2] + bytes(len(f) - 2) for f in bad.frames])
+    data = make_dataset(tmp_path / "data", clips, num_shards=2, formats=("webdataset",))
+    workdir = tmp_path / "run"
+    train(get_config("tiny", tiny_train + ["--optim.steps=4", "--run.log_every=1"]), data, str(workdir),
+          progress=False)
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    last = [r for r in rows if "loss" in r][-1]
+    assert last["skipped_bad_jpeg"] >= 1 and last["skipped"] == sum(
+        v for k, v in last.items() if k.startswith("skipped_"))
+
+
+def test_out_of_range_overrides_are_one_line_errors(capsys):
+    from tools.cli import main
+
+    for override, message in (("--optim.steps=-1", "steps must be >= 1"),
+                              ("--input.batch_size=0", "batch_size must be >= 1"),
+                              ("--run.log_every=0", "log_every must be >= 1")):
+        assert main(["train", "--data", "x", "--workdir", "y", override]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err and override in err, err
