@@ -68,26 +68,29 @@ class ValidationReport:
 
 
 def validate_dataset(folder: str, splits: list[str] | None = None) -> ValidationReport:
-    """Read and decode every sample of every shard of every format; check counts against the index."""
-    from PIL import Image
-    import io
-
+    """Read every sample of every shard of every format, decode every frame with the training
+    input's decoder and check labels against the vocabulary, going on past bad samples to report each;
+    check counts against the index. FileNotFoundError for a folder without a dataset; a split whose
+    listed shards are missing or changed is a ShardError (as for every reader)."""
     from shards.reader import read_shard
 
+    names = splits or list_splits(folder)
+    if not names:
+        raise FileNotFoundError(f"{folder}: no SPLIT.index.json here, so this is not a dataset; pass the "
+                                f"--output folder of `mbt ingest`")
     report = ValidationReport()
-    for split in splits or list_splits(folder):
+    for split in names:
         index = load_index(folder, split)
+        if not index["num_samples"]:
+            report.problems.append(f"{index['index_path']}: split {split!r} has no samples (every manifest "
+                                   f"row failed: see {index['failures_file']})")
         for fmt in index["formats"]:
             for entry, path in zip(index["shards"][fmt], shard_paths(index, fmt)):
                 report.shards += 1
                 n = 0
                 try:
                     for sample in read_shard(path):
-                        for i, frame in enumerate(sample.frames):
-                            try:
-                                Image.open(io.BytesIO(frame)).verify()
-                            except Exception as e:  # noqa: BLE001 - report, keep going
-                                report.problems.append(f"{path}: sample {sample.key} frame {i}: {e}")
+                        report.problems += sample_problems(sample, index["classes"], path)
                         n += 1
                 except (ShardError, OSError) as e:
                     report.problems.append(f"{path}: {e}")
@@ -100,3 +103,28 @@ def validate_dataset(folder: str, splits: list[str] | None = None) -> Validation
             report.problems.append(f"{index['index_path']}: rows {c['rows']} != written {c['written']} "
                                    f"+ failed {c['failed']} (failures file has {len(failures)} lines)")
     return report
+
+
+def sample_problems(sample, classes: list[str], path: str) -> list[str]:
+    """What would make the training input skip `sample`: a frame its decoder can't decode (or of
+    another size than the first), a label outside the vocabulary."""
+    from shards.sampling import decode_jpeg, jpeg_size
+
+    problems, bad, first_error = [], [], None
+    size = None
+    for i, frame in enumerate(sample.frames):
+        try:
+            size = size or jpeg_size(frame)
+            decode_jpeg(frame, frame_size=size)
+        except Exception as e:  # noqa: BLE001 - the decoder's errors (ValueError, OSError, ...): report, go on
+            bad.append(i)
+            first_error = first_error or f"{type(e).__name__}: {e}"
+    if bad:
+        shown = ", ".join(map(str, bad[:10])) + (", ..." if len(bad) > 10 else "")
+        problems.append(f"{path}: sample {sample.key}: frames {shown} ({len(bad)} of {len(sample.frames)}) "
+                        f"are not decodable JPEGs ({first_error})")
+    outside = [i for i in sample.labels if not 0 <= i < len(classes)]
+    if outside:
+        problems.append(f"{path}: sample {sample.key}: label {outside[0]} is outside the {len(classes)} "
+                        f"classes of the index")
+    return problems

@@ -63,8 +63,13 @@ def contact_sheet(sample: Sample, out_png: str, num_frames: int = 8) -> str:
     grid = fig.add_gridspec(2, n, height_ratios=[1, 1.3])
     for col, i in enumerate(picks):
         ax = fig.add_subplot(grid[0, col])
-        ax.imshow(Image.open(io.BytesIO(sample.frames[i])).convert("RGB"))
-        ax.set_title(f"{i / FPS:.2f} s", fontsize=8)
+        try:
+            ax.imshow(Image.open(io.BytesIO(sample.frames[i])).convert("RGB"))
+            ax.set_title(f"{i / FPS:.2f} s", fontsize=8)
+        except (OSError, SyntaxError, ValueError):  # a corrupt frame: shown as such, the sheet goes on
+            ax.text(0.5, 0.5, "not a decodable\nJPEG (mbt validate\nlists them)", ha="center",
+                    va="center", fontsize=8, color="red", transform=ax.transAxes)
+            ax.set_title(f"{i / FPS:.2f} s: corrupt", fontsize=8, color="red")
         ax.axis("off")
     ax = fig.add_subplot(grid[1, :])
     seconds = sample.melspec.shape[0] / MEL_ROWS_PER_SECOND

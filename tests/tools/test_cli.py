@@ -110,3 +110,43 @@ def test_bench_input_prints_its_ratios_and_the_cores_needed(capsys):
     worker_row = out.split("CPU ms/sample (workers + main)  ratio")[1].splitlines()[1].split()
     assert worker_row[0] == "1" and 0 < float(worker_row[-1]) < 5
     assert "cores at" in out
+
+
+def test_validate_decodes_like_the_trainer_checks_labels_and_refuses_non_datasets(dataset, tmp_path, capsys):
+    import json
+    import shutil
+
+    assert main(["validate", str(tmp_path)]) == 2  # a folder with no dataset is not "all good"
+    err = capsys.readouterr().err.strip()
+    assert "not a dataset" in err and len(err.splitlines()) == 1
+
+    copy = tmp_path / "copy"
+    shutil.copytree(dataset, copy)
+    tar = shard(copy, "tar")
+    data = bytearray(tar.read_bytes())
+    sos = [i for i in range(len(data) - 1) if data[i] == 0xFF and data[i + 1] == 0xDA]
+    for at in sos[3:5]:  # two frames' entropy-coded data overwritten in place (same shard size)
+        data[at + 40:at + 240] = b"\xff\xd9" * 100
+    tar.write_bytes(bytes(data))
+    index_file = copy / "train.index.json"
+    index = json.loads(index_file.read_text())
+    index["classes"] = index["classes"][:1]  # labels beyond the vocabulary
+    index_file.write_text(json.dumps(index))
+    assert main(["validate", str(copy)]) == 1
+    out = capsys.readouterr().out
+    assert "are not decodable JPEGs" in out and "outside the 1 classes" in out
+    assert out.count("PROBLEM") >= 3  # it goes on past a bad sample
+
+
+def test_inspect_draws_a_corrupt_frame_as_such(dataset, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(dataset, copy)
+    tar = shard(copy, "tar")
+    data = bytearray(tar.read_bytes())
+    at = data.find(b"\xff\xda")
+    data[at + 40:at + 240] = b"\xff\xd9" * 100
+    tar.write_bytes(bytes(data))
+    assert main(["inspect", str(tar), "--index", "0", "--png", str(tmp_path / "s.png")]) == 0
+    assert (tmp_path / "s.png").stat().st_size > 10_000
