@@ -320,7 +320,12 @@ class InputIterator:
 
     def __next__(self) -> dict[str, np.ndarray]:
         if self._loader is not None:
-            item = next(self._loader)
+            try:
+                item = next(self._loader)
+            except ShardError as e:  # torch wraps a worker's error in its whole traceback: keep the error
+                from shards.workers import worker_error_message
+
+                raise ShardError(worker_error_message(str(e))) from None
             local, state = item["stream"], item["state"]
             batch = self._ring.take(local, item)
         else:

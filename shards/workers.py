@@ -120,6 +120,15 @@ def start_method(name: str | None):
     return context
 
 
+def worker_error_message(text: str) -> str:
+    """The worker's own message out of torch's re-raised text ('Caught ShardError in DataLoader worker
+    process 0. Original Traceback (most recent call last): ... shards.errors.ShardError: MESSAGE')."""
+    if "Original Traceback" not in text:
+        return text
+    last = [line for line in text.splitlines() if line.strip()][-1]
+    return last.split("ShardError: ", 1)[-1]
+
+
 def _identity(x):
     return x
 

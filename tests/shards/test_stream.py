@@ -305,3 +305,15 @@ def test_worker_batches_are_lent_without_copies_and_never_overwritten_while_held
         assert ring.lent[0] == 0
         held += take(it, 6)  # ...for later batches, while the copies held meanwhile stay intact
     assert_same_batches(held, expected[2:])
+
+
+def test_no_readable_sample_through_workers_is_one_line_naming_the_stream(tmp_path, small_input, make_clips,
+                                                                         make_dataset):
+    import dataclasses
+
+    clips = [dataclasses.replace(c, frames=[f[:2] + bytes(len(f) - 2) for f in c.frames]) for c in make_clips(4)]
+    folder = make_dataset(tmp_path / "garbage", clips, num_shards=1, formats=("webdataset",))
+    with pytest.raises(ShardError) as e:  # (the worker warns about each skip on its own stderr)
+        next(make_input(folder, small_input(num_workers=1), seed=0))
+    assert "no usable sample" in str(e.value) and "Traceback" not in str(e.value)
+    assert len(str(e.value).splitlines()) == 1
