@@ -78,15 +78,21 @@ class IngestConfig:
         parser.add_argument("--split", default=d.split, help="split name, the shards' prefix")
         parser.add_argument("--format", default=",".join(d.formats),
                             help=f"comma-separated output formats: {','.join(FORMATS)}")
-        parser.add_argument("--short-side", type=int, default=d.short_side)
+        parser.add_argument("--short-side", type=int, default=d.short_side,
+                            help="pixels of the frames' short side: an even number >= 2")
         parser.add_argument("--jpeg-quality", type=int, default=d.jpeg_quality,
                             help="ffmpeg -q:v of the JPEG frames, 2 (best) .. 31 (smallest)")
-        parser.add_argument("--min-seconds", type=float, default=d.min_seconds)
-        parser.add_argument("--max-seconds", type=float, default=d.max_seconds)
-        parser.add_argument("--max-pixels", type=int, default=d.max_pixels)
-        parser.add_argument("--timeout", type=float, default=d.timeout, help="ffmpeg seconds per clip")
-        parser.add_argument("--samples-per-shard", type=int, default=d.samples_per_shard)
-        parser.add_argument("--num-shards", type=int, default=None)
+        parser.add_argument("--min-seconds", type=float, default=d.min_seconds,
+                            help="a shorter clip is a failure: 0 <= min < --max-seconds")
+        parser.add_argument("--max-seconds", type=float, default=d.max_seconds,
+                            help="a longer clip is a failure: > --min-seconds")
+        parser.add_argument("--max-pixels", type=int, default=d.max_pixels,
+                            help="a source with more pixels per frame is a failure: >= 1")
+        parser.add_argument("--timeout", type=float, default=d.timeout,
+                            help="ffmpeg seconds per clip before it is a failure: > 0")
+        parser.add_argument("--samples-per-shard", type=int, default=d.samples_per_shard,
+                            help="target samples per shard: >= 1 (ignored with --num-shards)")
+        parser.add_argument("--num-shards", type=int, default=None, help="exact shards per format: >= 1")
         parser.add_argument("--shared-decode", type=float, default=d.shared_decode, metavar="SECONDS",
                             help="decode overlapping clips of one source (EPIC-style segments) in one "
                                  "ffmpeg run of at most SECONDS of media, each clip's start snapped to "

@@ -150,3 +150,12 @@ def test_inspect_draws_a_corrupt_frame_as_such(dataset, tmp_path, capsys):
     tar.write_bytes(bytes(data))
     assert main(["inspect", str(tar), "--index", "0", "--png", str(tmp_path / "s.png")]) == 0
     assert (tmp_path / "s.png").stat().st_size > 10_000
+
+
+def test_validate_flags_a_split_without_samples(tmp_path, capsys):
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,start,end,labels\nmissing.mp4,0,1,a\n")
+    assert main(["ingest", "--manifest", str(manifest), "--output", str(tmp_path / "out")]) == 0
+    capsys.readouterr()
+    assert main(["validate", str(tmp_path / "out")]) == 1
+    assert "has no samples (every manifest row failed" in capsys.readouterr().out
