@@ -9,21 +9,26 @@ from pipelines.logmel import log_mel
 from pipelines.manifests import ClipSpec
 from shards.schema import Sample
 
-__all__ = ["DecodeError", "build_sample", "sample_of"]
+__all__ = ["DecodeError", "build_sample", "decode", "sample_of"]
 
 
 def build_sample(spec: ClipSpec, label_ids: list[int], cfg: IngestConfig, local: str | None = None) -> Sample:
     """Decode `spec`'s clip and build its Sample; raises DecodeError with a reason slug on bad input.
     `local` is a local copy of `spec.path` already fetched (errors still name `spec.path`)."""
     try:
-        clip = decode_clip(local or spec.path, spec.start, spec.end, short_side=cfg.short_side,
-                           jpeg_quality=cfg.jpeg_quality, max_seconds=cfg.max_seconds,
-                           max_pixels=cfg.max_pixels, timeout=cfg.timeout, min_seconds=cfg.min_seconds)
+        clip = decode(local or spec.path, spec.start, spec.end, cfg)
     except DecodeError as e:
         if local:
             raise DecodeError(e.reason, e.detail.replace(local, spec.path)) from None
         raise
     return sample_of(spec, label_ids, cfg, clip)
+
+
+def decode(path: str, start: float, end: float | None, cfg: IngestConfig) -> DecodedClip:
+    """decode_clip with the job's settings and limits."""
+    return decode_clip(path, start, end, short_side=cfg.short_side, jpeg_quality=cfg.jpeg_quality,
+                       max_seconds=cfg.max_seconds, max_pixels=cfg.max_pixels, timeout=cfg.timeout,
+                       min_seconds=cfg.min_seconds)
 
 
 def sample_of(spec: ClipSpec, label_ids: list[int], cfg: IngestConfig, clip: DecodedClip) -> Sample:

@@ -96,22 +96,20 @@ class DecodeClip(beam.DoFn):
         """One ffmpeg run over the span of `run` (overlapping clips of one source), sliced into its
         clips (a DecodedClip, or the DecodeError of that clip); None if the span can't be decoded,
         and then each clip is decoded on its own, with its own reason if it fails."""
-        from pipelines.decode import FPS, DecodeError, decode_clip, slice_clip
+        from pipelines.clip import decode
+        from pipelines.decode import FPS, DecodeError, slice_clip
 
-        cfg = self.cfg
         # one frame more than the chain's end: a clip whose start snaps later still gets its length
         start, end = min(s.start for s in run), max(s.end for s in run) + 1 / FPS
         try:
-            span = decode_clip(local or run[0].path, start, end, short_side=cfg.short_side,
-                               jpeg_quality=cfg.jpeg_quality, max_seconds=cfg.max_seconds,
-                               max_pixels=cfg.max_pixels, timeout=cfg.timeout, min_seconds=cfg.min_seconds)
+            span = decode(local or run[0].path, start, end, self.cfg)
         except DecodeError:
             return None
         Metrics.counter(NAMESPACE, "shared_decode_runs").inc()
         clips = []
         for spec in run:
             try:
-                clips.append(slice_clip(span, spec.start, spec.end, cfg.min_seconds))
+                clips.append(slice_clip(span, spec.start, spec.end, self.cfg.min_seconds))
             except DecodeError as e:
                 clips.append(DecodeError(e.reason, f"{spec.path}: {e.detail}"))
         return clips
