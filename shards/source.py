@@ -69,6 +69,10 @@ def resolve(spec: str | os.PathLike | Sequence[str | os.PathLike], *, split: str
             if len(parts) > 1:
                 raise ShardError(f"shard spec {label}: a dataset folder or index can't be mixed with paths")
             index = _load_index(part, split)
+            if index.get("num_samples") == 0:
+                raise ShardError(f"{index['index_path']}: split {index.get('split', split)!r} has no samples "
+                                 f"(every manifest row failed: see {index.get('failures_file')}); fix the "
+                                 f"inputs and run `mbt ingest` again")
             fmt = fmt or ("webdataset" if "webdataset" in index["shards"] else next(iter(index["shards"])))
             paths = dataset_index.shard_paths(index, fmt)
             if not paths:

@@ -401,11 +401,12 @@ def make_input(spec: Any, cfg: InputConfig | None = None, *, split: str = "train
     if process_index is None or process_count is None:
         process_index, process_count = _jax_process()
     if cfg.batch_size % process_count:
-        raise ValueError(f"batch_size {cfg.batch_size} does not split evenly over {process_count} hosts")
+        raise ShardError(f"batch_size {cfg.batch_size} does not split evenly over {process_count} hosts; "
+                         f"use a multiple of {process_count}")
     index = src.index or {}
     num_classes = cfg.num_classes or (len(index["classes"]) if index.get("classes") else None)
     if cfg.labels == "multi_hot" and not num_classes:
-        raise ValueError(f"multi-hot labels need the number of classes: {src.spec} has no index with "
+        raise ShardError(f"multi-hot labels need the number of classes: {src.spec} has no index with "
                          f"classes; set InputConfig.num_classes")
     mel_mean, mel_std = _mel_stats(cfg, index, src.spec)
     epochs = cfg.epochs if cfg.epochs is not None else (None if training else 1)
@@ -446,7 +447,7 @@ def _mel_stats(cfg: InputConfig, index: dict, spec: str) -> tuple[Any, Any]:
                 np.maximum(np.asarray(index["mel_std_per_bin"], np.float32), 1e-5))
     if index.get("mel_mean") is not None and index.get("mel_std"):
         return float(index["mel_mean"]), float(index["mel_std"])
-    raise ValueError(f"no mel statistics for {spec}: it has no index with mel_mean/mel_std; set "
+    raise ShardError(f"no mel statistics for {spec}: it has no index with mel_mean/mel_std; set "
                      f"InputConfig.mel_mean and mel_std, or normalize_spectrogram=False")
 
 

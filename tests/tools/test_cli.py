@@ -159,3 +159,14 @@ def test_validate_flags_a_split_without_samples(tmp_path, capsys):
     capsys.readouterr()
     assert main(["validate", str(tmp_path / "out")]) == 1
     assert "has no samples (every manifest row failed" in capsys.readouterr().out
+
+
+def test_training_on_a_split_without_samples_is_one_line(tmp_path, capsys):
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,start,end,labels\nmissing.mp4,0,1,a\n")
+    assert main(["ingest", "--manifest", str(manifest), "--output", str(tmp_path / "out")]) == 0
+    capsys.readouterr()
+    assert main(["train", "--preset", "tiny", "--data", str(tmp_path / "out"), "--workdir",
+                 str(tmp_path / "run"), "--optim.steps=1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "has no samples" in err and len(err.splitlines()) == 1, err
