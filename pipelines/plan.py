@@ -99,11 +99,12 @@ def failure_record(spec: ClipSpec | RowFailure, reason: str, detail: str) -> dic
 def write_plan(manifest: Manifest, staging: str, generation: str, shared_decode: float = 0.0) -> JobPlan:
     """Write the plan of `manifest` into the staging folder (`shared_decode`: see `tasks`)."""
     path = FileSystems.join(staging, PLAN_NAME)
-    lines = itertools.chain(({"clips": [spec_to_json(s) for s in task]} for task in tasks(manifest, shared_decode)),
-                            ({"failure": failure_record(r, r.reason, r.detail)} for r in manifest.failures))
+    lines = itertools.chain(
+        ({"clips": [spec_to_json(s) for s in task]} for task in tasks(manifest, shared_decode)),
+        ({"failure": failure_record(r, r.reason, r.detail)} for r in manifest.failures))
     with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
         for line in lines:  # the file objects buffer
             f.write(json.dumps(line, separators=(",", ":")).encode("utf-8") + b"\n")
-    return JobPlan(path=path, staging=staging, generation=generation, rows=manifest.rows, clips=len(manifest.specs),
-                   vocabulary=list(manifest.vocabulary),
+    return JobPlan(path=path, staging=staging, generation=generation, rows=manifest.rows,
+                   clips=len(manifest.specs), vocabulary=list(manifest.vocabulary),
                    manifest_info={"path": manifest.source, "sha256": manifest.sha256, "rows": manifest.rows})

@@ -77,13 +77,6 @@ def copy_staged(records: Sequence[dict[str, Any]], fmt: str, position: int, out:
     out.write(codec(fmt).shard_end(written))
 
 
-def staged_exist(records: Sequence[dict[str, Any]]) -> bool:
-    """Whether every staged file of `records` is still there (a retried WriteShard may find them
-    removed by the attempt that succeeded)."""
-    paths = [r["staged"] for r in records]
-    return not paths or all(FileSystems.exists(p) for p in paths)
-
-
 def remove_staged(records: Sequence[dict[str, Any]]) -> None:
     paths = [r["staged"] for r in records]
     if paths:
