@@ -82,6 +82,7 @@ def test_soak_150_clips_of_2mb_hold_memory_flat_and_lose_nothing(film, tmp_path)
     assert len(payload) == 150 and min(payload.values()) >= 2_000_000
     total = sum(s["bytes"] for entries in index["shards"].values() for s in entries)
     assert total > 600_000_000  # so a job that held its dataset in memory would break the bound
+    print(f"soak: 150 clips, {total / 1e6:.0f} MB of shards, peak resident memory {mem.peak / 2**20:.0f} MB")
     assert mem.peak < PEAK_BOUND, f"peak resident memory {mem.peak / 2**20:.0f} MB"
     assert not leftovers(out)
 
