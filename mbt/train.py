@@ -29,6 +29,7 @@ import optax
 from mbt.config import ModelConfig
 from mbt.model import MBT, init_params
 from mbt.train_config import TrainConfig, with_num_classes
+from shards.storage import is_url
 
 
 class TrainError(RuntimeError):
@@ -190,7 +191,7 @@ def train(cfg: TrainConfig, data: str, workdir: str, *, eval_data: str | None = 
     plan = plan_run(cfg, data, split)
     cfg = plan.cfg
     check_same_config(cfg)
-    os.makedirs(workdir, exist_ok=True) if "://" not in workdir else None
+    os.makedirs(workdir, exist_ok=True) if not is_url(workdir) else None
 
     # --- Mesh: every device of every process, batch split over "data", parameters replicated.
     mesh = data_mesh()

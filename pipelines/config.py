@@ -11,6 +11,7 @@ import re
 from typing import Sequence
 
 from shards.naming import FORMATS, num_shards_for
+from shards.storage import is_url
 from shards.schema import MelParams
 
 
@@ -211,7 +212,7 @@ def _check_dataflow(opts: dict, output: str) -> None:
     for k in ("temp_location", "staging_location"):
         if opts.get(k) and not str(opts[k]).startswith("gs://"):
             raise IngestError(f"--{k}={opts[k]}: Dataflow needs a gs:// path")
-    if "://" not in output:
+    if not is_url(output):
         raise IngestError(f"--output {output}: Dataflow workers can't write to this machine's disk; "
                           f"use a bucket path such as gs://BUCKET/shards")
     image = opts.get("sdk_container_image") or opts.get("worker_harness_container_image")

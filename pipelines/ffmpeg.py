@@ -25,6 +25,8 @@ import tempfile
 import time
 from typing import Callable, Iterator, Sequence
 
+from shards.storage import is_url
+
 
 class DecodeError(Exception):
     """A clip could not be decoded. `reason` is a short stable slug (a counter name), `detail` says why,
@@ -75,13 +77,6 @@ def ffmpeg_major_version() -> int:
 # ---------------------------------------------------------------------------------------------------
 # Inputs
 # ---------------------------------------------------------------------------------------------------
-
-_URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-
-
-def is_url(path: str | os.PathLike) -> bool:
-    return bool(_URL_RE.match(os.fspath(path)))
-
 
 def input_arg(path: str | os.PathLike) -> str:
     """How to name `path` on ffmpeg's command line: `file:` + absolute path for local files (so '-x.mp4'

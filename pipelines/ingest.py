@@ -42,6 +42,7 @@ from pipelines.split_lock import split_lock
 from pipelines.staging import remove_staged, stage_sample, staging_dir
 from pipelines.stats import DatasetStatsFn, sample_stats
 from shards.naming import assign_shard
+from shards.storage import is_url
 
 NAMESPACE = "ingest"
 
@@ -236,7 +237,7 @@ def read_manifest_from_args(args: argparse.Namespace) -> Manifest:
 
 def check_worker_paths(manifest: Manifest, runner: str) -> None:
     """A remote runner's workers can't read this machine's disk: on Dataflow every video is a URL."""
-    local = [s for s in manifest.specs if "://" not in s.path]
+    local = [s for s in manifest.specs if not is_url(s.path)]
     if runner == "DataflowRunner" and local:
         raise IngestError(f"{len(local)} of {len(manifest.specs)} videos are on this machine (row "
                           f"{local[0].row}: {local[0].path}), out of the Dataflow workers' reach; "

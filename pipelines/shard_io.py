@@ -19,6 +19,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from shards.naming import EXTENSIONS, shard_name
+from shards.storage import is_url
 from pipelines.staging import copy_staged, remove_staging, shard_size
 
 INDEX_VERSION = 1
@@ -30,7 +31,7 @@ def join(folder: str, name: str) -> str:
 
 
 def _ensure_dir(folder: str) -> None:
-    if "://" not in folder and not FileSystems.exists(folder):
+    if not is_url(folder) and not FileSystems.exists(folder):
         try:
             FileSystems.mkdirs(folder)
         except OSError:  # another worker made it first

@@ -22,6 +22,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines.config import IngestError
+from shards.storage import is_url
 
 
 def lock_path(output: str, split: str) -> str:
@@ -56,7 +57,7 @@ def _alive(holder: dict) -> bool:
 
 def _create(path: str, text: bytes) -> bool:
     """Create `path` with `text` unless it exists; True if this call made it."""
-    if "://" in path:
+    if is_url(path):
         if FileSystems.exists(path):
             return False
         with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:

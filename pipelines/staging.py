@@ -19,6 +19,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from shards.schema import Sample
+from shards.storage import is_url
 
 STAGING_PREFIX = ".staging-"
 STAGED_SUFFIX = ".sample"
@@ -89,7 +90,7 @@ def remove_staging(output: str, split: str) -> None:
     files = [m.path for m in FileSystems.match([FileSystems.join(top, "*")])[0].metadata_list]
     if files:
         FileSystems.delete(files)
-    if "://" not in output:  # a bucket has no folders to remove; a local disk does
+    if not is_url(output):  # a bucket has no folders to remove; a local disk does
         folders = sorted({posixpath.dirname(p) for p in files})
         if folders:
             FileSystems.delete(folders)

@@ -1,52 +1,19 @@
 """A dataset on disk: SPLIT.index.json (written last by the ingestion job) and the files it lists.
 
-Local paths are opened directly; URLs through fsspec when it knows the protocol and its backend is
-installed (s3fs, gcsfs, memory://, http://), else through `tf.io.gfile` (gs:// out of the box);
-both are imported only then.
+Paths go through shards.storage (local files; URLs through fsspec, gs:// via gcsfs).
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 from typing import IO, Any, Callable
 
+from shards import storage
 from shards.errors import ShardError
+from shards.storage import is_url, join, open_path
 
 INDEX_SUFFIX = ".index.json"
-
-
-def is_url(path: str) -> bool:
-    return "://" in str(path)
-
-
-def open_path(path: str, mode: str = "rb") -> IO:
-    """Open a local path or a URL (fsspec's file systems, else TensorFlow's: gs://, hdfs://)."""
-    if is_url(path):
-        fs = url_filesystem(path)
-        if fs is not None:
-            return fs.open(path, mode)
-        import tensorflow as tf
-
-        return tf.io.gfile.GFile(path, mode)
-    return open(path, mode)
-
-
-def url_filesystem(url: str):
-    """The fsspec file system of a URL, or None where tf.io.gfile is to handle it (e.g. gs:// without
-    gcsfs installed)."""
-    return _fsspec_for(url.split("://", 1)[0])
-
-
-@functools.lru_cache(maxsize=None)
-def _fsspec_for(protocol: str):
-    try:
-        import fsspec
-
-        return fsspec.filesystem(protocol)
-    except (ImportError, ValueError):
-        return None
 
 
 def read_exact(f: IO, n: int) -> bytes:
@@ -66,21 +33,11 @@ def read_all(read: Callable[[int], bytes], n: int) -> bytes:
     return b"".join(chunks)
 
 
-def join(folder: str, name: str) -> str:
-    return f"{folder.rstrip('/')}/{name}" if is_url(folder) else os.path.join(folder, name)
-
-
 def list_splits(folder: str) -> list[str]:
     """The splits that have an index in `folder`, sorted."""
-    if is_url(folder):
-        import tensorflow as tf
-
-        names = [os.path.basename(p) for p in tf.io.gfile.glob(join(folder, "*" + INDEX_SUFFIX))]
-    elif os.path.isdir(folder):
-        names = os.listdir(folder)
-    else:
+    if not is_url(folder) and not os.path.isdir(folder):
         raise FileNotFoundError(f"{folder}: no such dataset folder; pass the --output folder of `mbt ingest`")
-    return sorted(n[: -len(INDEX_SUFFIX)] for n in names if n.endswith(INDEX_SUFFIX))
+    return sorted(n[: -len(INDEX_SUFFIX)] for n in storage.listdir(folder) if n.endswith(INDEX_SUFFIX))
 
 
 def load_index(folder: str, split: str) -> dict[str, Any]:
@@ -113,32 +70,13 @@ def shard_paths(index: dict[str, Any], fmt: str) -> list[str]:
     for path, entry in zip(paths, entries):
         if "bytes" not in entry:
             continue
-        size = file_size(path)
+        size = storage.size(path)
         if size != entry["bytes"]:
             found = "is missing" if size is None else f"has {size} bytes"
             raise ShardError(f"{path} {found}, but {index['index_path']} lists it with {entry['bytes']} "
                              f"bytes: the split is not whole (an ingest was interrupted or another job "
                              f"wrote over it); run the `mbt ingest` that made it again")
     return paths
-
-
-def file_size(path: str) -> int | None:
-    """Bytes of a local file or URL; None when it does not exist."""
-    try:
-        if not is_url(path):
-            return os.stat(path).st_size
-        fs = url_filesystem(path)
-        if fs is not None:
-            return fs.size(path)
-        import tensorflow as tf
-
-        return tf.io.gfile.stat(path).length
-    except FileNotFoundError:
-        return None
-    except Exception as e:  # noqa: BLE001 - tf's NotFoundError and fsspec's own kinds
-        if type(e).__name__ == "NotFoundError":
-            return None
-        raise
 
 
 def read_failures(index: dict[str, Any]) -> list[dict[str, Any]]:

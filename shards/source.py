@@ -5,8 +5,8 @@ A spec is one of
 - a dataset folder (with `split`), or the path of a `SPLIT.index.json`: the shards the index lists,
 - a glob: `data/train-*.tfrecord`,
 - a single shard path, or a list of any of the above.
-Paths may be local or URLs: `gs://` through `tf.io.gfile` (fsspec when gcsfs is installed), any other
-fsspec protocol (`s3://`, `http://`, `memory://`) through fsspec. The shards are sorted by name, so the
+Paths may be local or URLs, through shards.storage (fsspec: `gs://` with gcsfs, `s3://`, `http://`,
+`memory://`). The shards are sorted by name, so the
 `.tar` and `.tfrecord` encodings of a dataset resolve to the same order. When an index lies beside the
 shards (always for `mbt ingest` output), its sample counts, classes and mel statistics come along.
 A spec that matches nothing, or matches only in part, is a ShardError naming the spec.
@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import glob as globlib
 import os
 import posixpath
 from typing import Any, BinaryIO, Iterator, Sequence
 
-from shards import dataset_index
+from shards import dataset_index, storage
 from shards.errors import ShardError
 from shards.lazy import LazySample
 from shards.naming import EXTENSIONS, check_format, format_for_path, parse_shard_name
+from shards.storage import is_url
 
 _GLOB_CHARS = "*?["
 
@@ -47,10 +47,6 @@ class ShardSource:
     def fingerprint(self) -> list[Any]:
         """What a saved input state must agree on: the shard names (not the format or folder)."""
         return [len(self.paths), _stem(self.paths[0]), _stem(self.paths[-1])]
-
-
-def is_url(path: str) -> bool:
-    return "://" in str(path)
 
 
 def resolve(spec: str | os.PathLike | Sequence[str | os.PathLike], *, split: str = "train",
@@ -91,14 +87,14 @@ def resolve(spec: str | os.PathLike | Sequence[str | os.PathLike], *, split: str
 
 
 def open_shard(path: str) -> BinaryIO:
-    """Open a shard for sequential reading: local paths directly, URLs through fsspec or tf.io.gfile."""
+    """Open a shard for sequential reading: local paths directly, URLs through shards.storage."""
     if not is_url(path):
         try:
             return open(path, "rb")
         except OSError as e:
             raise ShardError(f"cannot open shard {path}: {e.strerror or e}; check the path") from None
     try:
-        return dataset_index.open_path(path, "rb")
+        return storage.open_path(path, "rb")
     except Exception as e:  # the backends raise their own types
         raise ShardError(f"cannot open shard {path}: {e}; check the URL and credentials") from None
 
@@ -137,21 +133,14 @@ def _stem(path: str) -> str:
 def _is_dir(path: str) -> bool:
     if any(c in path for c in _GLOB_CHARS + "{"):
         return False
-    if not is_url(path):
-        return os.path.isdir(path)
     if path.endswith(tuple(EXTENSIONS.values())):
         return False
-    fs = _fsspec(path)
-    if fs is not None:
-        return fs.isdir(path)
-    import tensorflow as tf
-
-    return tf.io.gfile.isdir(path)
+    return storage.isdir(path)
 
 
 def _load_index(part: str, split: str) -> dict[str, Any]:
     if part.endswith(dataset_index.INDEX_SUFFIX):
-        folder, name = posixpath.split(part) if is_url(part) else os.path.split(part)
+        folder, name = storage.split(part)
         split = name[: -len(dataset_index.INDEX_SUFFIX)]
         part = folder or "."
     try:
@@ -169,15 +158,7 @@ def _expand(part: str, label: str) -> list[str]:
         except Exception as e:
             raise ShardError(f"shard spec {label}: bad brace pattern {part!r} ({e})") from None
     if any(c in part for c in _GLOB_CHARS):
-        if not is_url(part):
-            return sorted(globlib.glob(part))
-        fs = _fsspec(part)
-        if fs is not None:
-            protocol = part.split("://", 1)[0]
-            return [p if is_url(p) else f"{protocol}://{p.lstrip('/')}" for p in fs.glob(part)]
-        import tensorflow as tf
-
-        return list(tf.io.gfile.glob(part))
+        return storage.glob(part)
     return [part]
 
 
@@ -216,21 +197,7 @@ def _exists(path: str) -> bool:
 @functools.lru_cache(maxsize=64)
 def _listing(folder: str) -> frozenset[str]:
     """File names in a URL folder: one listing per folder instead of one request per shard."""
-    fs = _fsspec(folder)
-    if fs is not None:
-        try:
-            return frozenset(posixpath.basename(p.rstrip("/")) for p in fs.ls(folder, detail=False))
-        except FileNotFoundError:
-            return frozenset()
-    import tensorflow as tf
-
-    if not tf.io.gfile.isdir(folder):
-        return frozenset()
-    return frozenset(n.rstrip("/") for n in tf.io.gfile.listdir(folder))
-
-
-def _fsspec(url: str):
-    return dataset_index.url_filesystem(url)
+    return frozenset(storage.listdir(folder))
 
 
 def _index_beside(paths: list[str]) -> dict[str, Any] | None:

@@ -17,6 +17,8 @@ import os
 import string
 from typing import Iterable, Mapping, Sequence
 
+from shards.storage import is_url
+
 # Why a row did not become a clip (the `reason` of a RowFailure, and a failures.jsonl counter name).
 MALFORMED_ROW = "malformed_row"  # a field is missing, not a number, out of range, or won't fit --pattern
 UNKNOWN_LABEL = "unknown_label"  # a label (or AudioSet mid) that is not in the class vocabulary
@@ -141,10 +143,6 @@ def check_span(start: float, end: float | None) -> None:
 # ---------------------------------------------------------------------------------------------------
 # Paths and filename patterns.
 # ---------------------------------------------------------------------------------------------------
-def is_url(path: str) -> bool:
-    return "://" in path
-
-
 def resolve_path(path: str, base: str) -> str:
     """`path` made absolute against folder `base` (a local folder or a URL); URLs stay as given.
 

