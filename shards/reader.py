@@ -1,6 +1,6 @@
 """Read a shard of either encoding: `read_shard` for whole samples, `read_shard_lazy` for a loader.
 
-Both take a path or an open binary file object (anything with `.read`, e.g. an fsspec or Beam
+Both take a path (local or a URL, through shards.storage) or an open binary file object (anything with `.read`, e.g. an fsspec or Beam
 FileSystems stream) and read it front to back once, so they work on non-seekable streams. The format
 comes from the file name (`.tar` -> webdataset, `.tfrecord` -> tfrecord) unless `fmt` is given. The two
 encodings of the same samples read back as equal `Sample`s.
@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from typing import BinaryIO, Iterator, Union
 
+from shards import storage
 from shards.errors import ShardError, shard_label
 from shards.lazy import LazySample
 from shards.naming import check_format, format_for_path
@@ -40,7 +41,7 @@ def read_shard_lazy(source: Source, fmt: str | None = None) -> Iterator[LazySamp
         yield from iterate(source, name)
         return
     try:
-        f = open(source, "rb")
+        f = storage.open_path(os.fspath(source), "rb")
     except OSError as e:
         raise ShardError(f"cannot open shard {name}: {e.strerror or e}; check the path") from None
     with f:
