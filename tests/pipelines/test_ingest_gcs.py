@@ -69,3 +69,21 @@ def test_the_training_input_reads_the_same_batches_from_the_bucket(bucket_datase
         for a, b in zip(remote, here):
             assert list(a["key"]) == list(b["key"])
             assert np.array_equal(a["rgb"], b["rgb"]) and np.array_equal(a["spectrogram"], b["spectrogram"])
+
+
+def test_clips_of_a_video_in_the_bucket_fetch_it_once(gcs_bucket, tmp_path):
+    video = f"{gcs_bucket}/videos/bunny.mp4"
+    with open(BUNNY, "rb") as src, storage.open_path(video, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,start,end,labels\n" + "".join(f"{video},{i * 0.8:.1f},{i * 0.8 + 1:.1f},b\n"
+                                                            for i in range(5)))
+    out = tmp_path / "out"
+    summary = run(read_manifest(str(manifest)), IngestConfig(output=str(out), num_shards=1), show_progress=False)
+    assert summary["balanced"] and summary["written"] == 5
+    assert summary["fetched_bytes"] == BUNNY.stat().st_size  # one fetch for the 5 clips, not 5
+    from shards.dataset_index import load_index, shard_paths
+    from shards.reader import read_shard
+
+    samples = list(read_shard(shard_paths(load_index(str(out), "train"), "webdataset")[0]))
+    assert {s.meta["source"] for s in samples} == {video}
