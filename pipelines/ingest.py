@@ -249,6 +249,10 @@ def launch_options(beam_args: Sequence[str], cfg: IngestConfig) -> tuple[Any, st
     or worker pool they name reached (IngestError otherwise)."""
     options, runner = beam_options(beam_args, cfg.output)
     check_endpoints(options)
+    if is_url(cfg.output):
+        from shards.storage import filesystem
+
+        filesystem(cfg.output)  # a dead storage endpoint: one line now, not minutes of retries
     return options, runner
 
 

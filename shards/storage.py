@@ -33,9 +33,56 @@ def split(path: str) -> tuple[str, str]:
     return posixpath.split(path) if is_url(path) else os.path.split(path)
 
 
+class StorageError(OSError):
+    """A URL's storage service can't be reached or refuses us; the message names the URL and the fix."""
+
+
+REACH_TIMEOUT = 5.0  # seconds a storage endpoint has to accept a connection
+
+
 def filesystem(url: str):
-    """The fsspec file system of a URL, or None where TensorFlow's is to serve it."""
-    return _fsspec_for(url.split("://", 1)[0])
+    """The fsspec file system of a URL, or None where TensorFlow's is to serve it. For gs://, the
+    endpoint (STORAGE_EMULATOR_HOST, else Google's) must accept a connection within REACH_TIMEOUT s:
+    a dead endpoint is one line at once, not half a minute of the client's retries."""
+    protocol = url.split("://", 1)[0]
+    if protocol in ("gs", "gcs"):
+        _check_gcs_endpoint(os.environ.get("STORAGE_EMULATOR_HOST") or "https://storage.googleapis.com")
+    return _fsspec_for(protocol)
+
+
+@functools.lru_cache(maxsize=None)
+def _check_gcs_endpoint(endpoint: str) -> None:
+    import socket
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=REACH_TIMEOUT).close()
+    except OSError as e:
+        raise StorageError(f"the GCS endpoint {endpoint} does not answer ({e.strerror or e}); check the "
+                           f"network, or STORAGE_EMULATOR_HOST for an emulator") from None
+
+
+def _url_errors(fn):
+    """Turn a storage client's own exceptions (aiohttp, google.auth, HTTP errors) into one-line
+    StorageErrors naming the URL; FileNotFoundError stays what it is."""
+    @functools.wraps(fn)
+    def wrapped(path: str, *args, **kwargs):
+        try:
+            return fn(path, *args, **kwargs)
+        except (FileNotFoundError, StorageError):
+            raise
+        except PermissionError as e:
+            raise StorageError(f"{path}: permission denied ({e}); check the credentials "
+                               f"(GOOGLE_APPLICATION_CREDENTIALS) and the bucket's access") from None
+        except Exception as e:  # noqa: BLE001 - each backend has its own exception types
+            if not is_url(path) or type(e).__name__ == "NotFoundError":
+                raise
+            first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+            raise StorageError(f"{path}: {type(e).__name__}: {first}; check the URL, the network and "
+                               f"the credentials") from None
+    return wrapped
 
 
 @functools.lru_cache(maxsize=None)
@@ -48,6 +95,7 @@ def _fsspec_for(protocol: str):
         return None
 
 
+@_url_errors
 def open_path(path: str, mode: str = "rb") -> IO:
     """Open a local path or a URL."""
     if not is_url(path):
@@ -60,6 +108,7 @@ def open_path(path: str, mode: str = "rb") -> IO:
     return tf.io.gfile.GFile(path, mode)
 
 
+@_url_errors
 def size(path: str) -> int | None:
     """Bytes of a file; None when it does not exist."""
     try:
@@ -79,6 +128,7 @@ def size(path: str) -> int | None:
         raise
 
 
+@_url_errors
 def isdir(path: str) -> bool:
     if not is_url(path):
         return os.path.isdir(path)
@@ -90,6 +140,7 @@ def isdir(path: str) -> bool:
     return tf.io.gfile.isdir(path)
 
 
+@_url_errors
 def listdir(folder: str) -> list[str]:
     """File names in a folder ([] when there is none)."""
     if not is_url(folder):
@@ -99,12 +150,17 @@ def listdir(folder: str) -> list[str]:
         try:
             return [posixpath.basename(p.rstrip("/")) for p in fs.ls(folder, detail=False)]
         except FileNotFoundError:
+            bucket = folder.split("://", 1)[0] + "://" + folder.split("://", 1)[1].split("/", 1)[0]
+            if bucket != folder.rstrip("/") and not fs.exists(bucket):
+                raise StorageError(f"{folder}: {bucket} does not exist (or these credentials can't see "
+                                   f"it); check the URL") from None
             return []
     import tensorflow as tf
 
     return [n.rstrip("/") for n in tf.io.gfile.listdir(folder)] if tf.io.gfile.isdir(folder) else []
 
 
+@_url_errors
 def glob(pattern: str) -> list[str]:
     """Paths matching a glob pattern, sorted; URLs come back with their scheme."""
     if not is_url(pattern):

@@ -38,8 +38,9 @@ def user_errors() -> tuple[type[Exception], ...]:
     from pipelines.manifests import ManifestError
     from shards.errors import ShardError
     from shards.schema import SchemaError
+    from shards.storage import StorageError
 
-    errors = [IngestError, ManifestError, ShardError, SchemaError, FileNotFoundError, UsageError]
+    errors = [IngestError, ManifestError, ShardError, SchemaError, StorageError, FileNotFoundError, UsageError]
     try:  # the model side's errors, when JAX is installed (the `train` extra)
         from mbt.checkpoints import CheckpointError
         from mbt.config import MBTError

@@ -87,3 +87,24 @@ def test_clips_of_a_video_in_the_bucket_fetch_it_once(gcs_bucket, tmp_path):
 
     samples = list(read_shard(shard_paths(load_index(str(out), "train"), "webdataset")[0]))
     assert {s.meta["source"] for s in samples} == {video}
+
+
+def test_a_missing_bucket_and_a_dead_endpoint_are_one_line_at_once(gcs_bucket, tmp_path, monkeypatch, capsys):
+    import socket
+    import time
+
+    assert main(["stats", "gs://no-such-bucket/ds"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "gs://no-such-bucket does not exist" in err and len(err.splitlines()) == 1
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", dead)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"path,start,end,labels\n{BUNNY},0,1,b\n")
+    for argv in (["stats", f"{gcs_bucket}/ds"], ["ingest", "--manifest", str(manifest), "--output", f"{gcs_bucket}/x"]):
+        t0 = time.monotonic()
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert f"the GCS endpoint {dead} does not answer" in err and len(err.splitlines()) == 1, err
+        assert time.monotonic() - t0 < 15
