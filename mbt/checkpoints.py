@@ -51,9 +51,11 @@ class Checkpointer:
             if diff:
                 raise CheckpointError(f"{self.workdir} holds a run of a different model ({'; '.join(diff)}); "
                                       f"use a new --workdir or the same model settings")
-        if jax.process_index() == 0:
-            with open(path, "w") as f:
+        if jax.process_index() == 0:  # whole or not at all: the other processes read it meanwhile
+            tmp = f"{path}.tmp-{os.getpid()}"
+            with open(tmp, "w") as f:
                 json.dump(current, f, indent=1, sort_keys=True)
+            os.replace(tmp, path)
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
