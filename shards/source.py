@@ -79,8 +79,8 @@ def resolve(spec: str | os.PathLike | Sequence[str | os.PathLike], *, split: str
         raise ShardError(f"shard spec {label} matches no shard: check the path, pattern or split")
     paths = sorted(dict.fromkeys(paths), key=lambda p: (posixpath.basename(p), p))
     fmt = _one_format(paths, fmt, label)
-    _check_exist(paths, label)
-    if index is None:
+    if index is None:  # (an index's shards were checked, with their sizes, by shard_paths)
+        _check_exist(paths, label)
         index = _index_beside(paths)
     counts = _counts(paths, index, fmt)
     return ShardSource(spec=label, paths=tuple(paths), fmt=fmt, counts=counts, index=index)
