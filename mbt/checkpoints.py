@@ -1,20 +1,21 @@
 """Checkpoints of a run (orbax): parameters, optimiser state, step, and the input's position.
 
-A run directory holds `config.json` (the TrainConfig it was started with) and `checkpoints/<step>/`.
-Restarting in the same directory restores the latest complete checkpoint; orbax writes each one under
-a temporary name and renames it when whole, so a killed run never leaves a half checkpoint behind.
+A run directory (mbt.run_dir) holds `config.json` and `checkpoints/<step>/`. Restarting in the same
+directory restores the latest complete checkpoint: orbax writes each one under a temporary name and
+renames it when whole (in a bucket, where there is no rename, it writes a commit_success.txt last and
+skips a checkpoint without one), so a killed run never resumes from half a checkpoint.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 
+from mbt import run_dir
 from mbt.overrides import flatten
 from mbt.train_config import TrainConfig
 
@@ -28,34 +29,32 @@ def config_dict(cfg: TrainConfig) -> dict[str, Any]:
 
 
 class Checkpointer:
-    """Save / restore TrainState + input state under WORKDIR/checkpoints, keeping the newest `keep`."""
+    """Save / restore TrainState + input state under WORKDIR/checkpoints, keeping the newest `keep`.
 
-    def __init__(self, workdir: str, cfg: TrainConfig, keep: int = 3):
+    WORKDIR may be a URL (mbt.run_dir). read_only: for evaluation, which must not touch the run."""
+
+    def __init__(self, workdir: str, cfg: TrainConfig, keep: int = 3, read_only: bool = False):
         self.workdir = workdir
         self.cfg = cfg
-        self._check_config(cfg)
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
-        self.manager = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")),
-                                             options=options)
+        run_dir.use_store_backends()
+        if not read_only:
+            self._check_config(cfg)
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only, read_only=read_only)
+        self.manager = ocp.CheckpointManager(run_dir.checkpoint_dir(workdir), options=options)
 
     def _check_config(self, cfg: TrainConfig) -> None:
         """A run directory belongs to one model: refuse to resume with another model config."""
-        path = os.path.join(self.workdir, "config.json")
         current = config_dict(cfg)
-        if os.path.exists(path):
-            with open(path) as f:
-                saved = json.load(f)
+        saved = run_dir.read_config_dict(self.workdir)
+        if saved is not None:
             old, new = flatten(saved.get("model", {})), flatten(current["model"])
             diff = [f"model.{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
                     if old.get(k) != new.get(k)]
             if diff:
                 raise CheckpointError(f"{self.workdir} holds a run of a different model ({'; '.join(diff)}); "
                                       f"use a new --workdir or the same model settings")
-        if jax.process_index() == 0:  # whole or not at all: the other processes read it meanwhile
-            tmp = f"{path}.tmp-{os.getpid()}"
-            with open(tmp, "w") as f:
-                json.dump(current, f, indent=1, sort_keys=True)
-            os.replace(tmp, path)
+        if jax.process_index() == 0:
+            run_dir.write_config_dict(self.workdir, current)
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()

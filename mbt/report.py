@@ -2,7 +2,7 @@
 
     mbt report runs/tiny --data demo_out/shards --split validation
 
-writes into RUN/report/:
+writes into RUN/report/ (or --out; either may be a bucket, where the files are drawn locally and uploaded):
 - `per_class_ap.csv`: class, AP of the fused logits, of the spectrogram's own logits (audio-only), of the
   RGB logits (video-only), and the number of positives; multiclass labels count as one-hot.
 - `per_class_ap.png`: those APs per class, sorted by fused AP (the paper's per-class analysis). With
@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import tempfile
 from typing import Any
 
 import numpy as np
@@ -35,32 +36,24 @@ STREAMS = {"rgb": "RGB", "spectrogram": "spectrogram"}
 COLOURS = {"fused": "#2b6cb0", "spectrogram": "#d69e2e", "rgb": "#c53030"}
 
 
-def load_run(workdir: str, step: int | None = None) -> tuple[TrainConfig, Any, int]:
-    """(config, params, step) of a run directory's latest (or given) checkpoint."""
-    from mbt.checkpoints import Checkpointer
-    from mbt.train import load_config
-
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} does not exist: is {workdir} a run directory of `mbt train`?")
-    cfg = load_config(path)
-    ckpt = Checkpointer(workdir, cfg)
-    try:
-        params, step = ckpt.restore_params(step)
-    finally:
-        ckpt.close()
-    return cfg, params, step
-
-
 def write_report(workdir: str, data: str, split: str = "validation", *, out: str | None = None,
                  clips: int = 4, method: str = "rollout", test_windows: int | None = None,
                  max_classes: int = 40) -> dict[str, Any]:
     """Evaluate the run's latest checkpoint on `data`/`split` and write the report; returns the summary."""
     from mbt.evaluate import predict
-    from shards import source
+    from mbt.run_dir import load_run
+    from shards import source, storage
 
+    out = out or storage.join(workdir, "report")
+    if storage.is_url(out):  # drawn here, then uploaded file by file
+        with tempfile.TemporaryDirectory(prefix="mbt-report-") as local:
+            summary = write_report(workdir, data, split, out=local, clips=clips, method=method,
+                                   test_windows=test_windows, max_classes=max_classes)
+            for name in [*summary["files"], "summary.json"]:
+                storage.upload(os.path.join(local, name), storage.join(out, name))
+        summary["out"] = out
+        return summary
     cfg, params, step = load_run(workdir)
-    out = out or os.path.join(workdir, "report")
     os.makedirs(out, exist_ok=True)
     pred = predict(cfg, params, data, split, test_windows=test_windows)
     index = source.resolve(data, split=split, fmt=cfg.input.format).index

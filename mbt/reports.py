@@ -4,22 +4,40 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 from typing import Any
 
+from shards import storage
+
 
 class MetricWriter:
-    """Appends {"step": s, name: value, ...} lines to WORKDIR/metrics.jsonl and TensorBoard scalars."""
+    """Appends {"step": s, name: value, ...} lines to WORKDIR/metrics.jsonl and TensorBoard scalars.
 
-    def __init__(self, workdir: str, enabled: bool = True, tensorboard: bool = True):
+    For a WORKDIR in a bucket both are written to a local mirror and uploaded whole by `sync()` (an
+    object store has no append): at most every `sync_every` seconds, when the trainer is about to save
+    a checkpoint (so a checkpoint never gets ahead of the metrics that led to it), and on close. A
+    restarted run first fetches the run's metrics.jsonl and goes on appending to it."""
+
+    def __init__(self, workdir: str, enabled: bool = True, tensorboard: bool = True, sync_every: float = 30.0):
         self.enabled = enabled
-        self.path = os.path.join(workdir, "metrics.jsonl")
+        self.remote = workdir if storage.is_url(workdir) and enabled else None
+        self.local = tempfile.mkdtemp(prefix="mbt-metrics-") if self.remote else workdir
+        self.path = os.path.join(self.local, "metrics.jsonl")
+        self.sync_every, self._synced_at, self._uploaded = sync_every, time.monotonic(), {}
+        if self.remote:
+            try:
+                with open(self.path, "wb") as f:
+                    f.write(storage.read_bytes(storage.join(self.remote, "metrics.jsonl")))
+            except FileNotFoundError:
+                pass
         self._tb = None
         if enabled and tensorboard:
             import tensorflow as tf  # TensorBoard's event format; imported only by a training run
 
-            self._tb = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
+            self._tb = tf.summary.create_file_writer(os.path.join(self.local, "tensorboard"))
 
     def write(self, step: int, metrics: dict[str, Any], prefix: str = "") -> None:
         if not self.enabled:
@@ -40,10 +58,32 @@ class MetricWriter:
                 for k, v in scalars.items():
                     tf.summary.write(k, tf.constant(v, tf.float32), metadata=meta)
             self._tb.flush()
+        if self.remote and time.monotonic() - self._synced_at >= self.sync_every:
+            self.sync()
+
+    def sync(self) -> None:
+        """Upload what changed in the local mirror (nothing for a local run)."""
+        if not self.remote:
+            return
+        names = ["metrics.jsonl"] if os.path.exists(self.path) else []
+        tb = os.path.join(self.local, "tensorboard")
+        names += [f"tensorboard/{n}" for n in sorted(os.listdir(tb))] if os.path.isdir(tb) else []
+        for name in names:
+            local = os.path.join(self.local, name)
+            size = os.path.getsize(local)
+            if self._uploaded.get(name) != size:
+                storage.upload(local, storage.join(self.remote, name))
+                self._uploaded[name] = size
+        self._synced_at = time.monotonic()
 
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
+            self._tb = None
+        if self.remote:
+            self.sync()
+            shutil.rmtree(self.local, ignore_errors=True)
+            self.remote = None
 
 
 class ProgressLine:

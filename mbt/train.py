@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
-import os
 import signal
 import time
 from typing import Any
@@ -29,7 +27,7 @@ import optax
 from mbt.config import ModelConfig
 from mbt.model import MBT, init_params
 from mbt.train_config import TrainConfig, with_num_classes
-from shards.storage import is_url
+from shards import storage
 
 
 class TrainError(RuntimeError):
@@ -191,7 +189,7 @@ def train(cfg: TrainConfig, data: str, workdir: str, *, eval_data: str | None = 
     plan = plan_run(cfg, data, split)
     cfg = plan.cfg
     check_same_config(cfg)
-    os.makedirs(workdir, exist_ok=True) if not is_url(workdir) else None
+    storage.makedirs(workdir)
 
     # --- Mesh: every device of every process, batch split over "data", parameters replicated.
     mesh = data_mesh()
@@ -241,6 +239,7 @@ def train(cfg: TrainConfig, data: str, workdir: str, *, eval_data: str | None = 
                 bar.update(done, last["loss"], skipped=skipped)
                 wait = 0.0
             if done % cfg.run.checkpoint_every == 0 or done == plan.total_steps or stop["requested"]:
+                writer.sync()  # (a run in a bucket: its metrics so far land before the checkpoint)
                 ckpt.save(done, state, feed.state())
                 good_step = done
             if eval_data and cfg.run.eval_every and done % cfg.run.eval_every == 0 and done < plan.total_steps:
@@ -252,6 +251,7 @@ def train(cfg: TrainConfig, data: str, workdir: str, *, eval_data: str | None = 
         signal.signal(signal.SIGTERM, previous)
         ckpt.close()
         bar.close()
+        writer.sync()
     if eval_data and not stop["requested"]:
         result = evaluate_params(cfg, state.params, eval_data, cfg.run.eval_split)
         writer.write(int(state.step), result["fused"], prefix="eval/")
@@ -264,19 +264,3 @@ def evaluate_params(cfg: TrainConfig, params, data: str, split: str, **kw) -> di
     from mbt.evaluate import evaluate
 
     return evaluate(cfg, params, data, split, **kw)
-
-
-def load_config(path: str) -> TrainConfig:
-    """The TrainConfig a run saved (its checkpoints' meta)."""
-    from mbt.train_config import OptimConfig, RunConfig
-    from shards.stream import InputConfig
-
-    with open(path) as f:
-        d = json.load(f)
-
-    def build(kind, values):
-        hints = {f.name: f for f in dataclasses.fields(kind)}
-        return kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in hints})
-
-    return TrainConfig(model=build(ModelConfig, d["model"]), input=build(InputConfig, d["input"]),
-                       optim=build(OptimConfig, d["optim"]), run=build(RunConfig, d["run"]))

@@ -106,6 +106,17 @@ def iter_shard(path: str, fmt: str) -> Iterator[LazySample]:
     from shards.tfrecord_codec import iter_tfrecord
     from shards.webdataset_codec import iter_webdataset
 
+    if fmt == "webdataset" and is_url(path):
+        # From a store: range reads, so a sample costs its headers, its spectrogram and the frames
+        # sampled from it (one concurrent fetch), not the whole clip.
+        try:
+            ranged = storage.open_ranged(path)
+        except Exception as e:  # the backends raise their own types
+            raise ShardError(f"cannot open shard {path}: {e}; check the URL and credentials") from None
+        if ranged is not None:
+            with ranged as f:
+                yield from iter_webdataset(f, path, strict=False, defer_frames=True)
+            return
     with open_shard(path) as f:
         if fmt == "webdataset":  # a local file: read only the sampled frames' bytes (seek past the rest)
             yield from iter_webdataset(f, path, strict=False, defer_frames=not is_url(path))

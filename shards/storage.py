@@ -10,6 +10,7 @@ installed. Imports of fsspec and TensorFlow happen on first use of a URL.
 from __future__ import annotations
 
 import functools
+import io
 import os
 import posixpath
 import re
@@ -46,6 +47,10 @@ def filesystem(url: str):
     a dead endpoint is one line at once, not half a minute of the client's retries."""
     protocol = url.split("://", 1)[0]
     if protocol in ("gs", "gcs"):
+        if os.environ.get("STORAGE_EMULATOR_HOST"):
+            # gcsfs's zonal-bucket probe speaks gRPC to a control API that an emulator lacks: it would
+            # warn on every call. Off unless asked for.
+            os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
         _check_gcs_endpoint(os.environ.get("STORAGE_EMULATOR_HOST") or "https://storage.googleapis.com")
     return _fsspec_for(protocol)
 
@@ -74,9 +79,11 @@ def _url_errors(fn):
         except (FileNotFoundError, StorageError):
             raise
         except PermissionError as e:
+            path = next((a for a in (path, *args) if isinstance(a, str) and is_url(a)), path)
             raise StorageError(f"{path}: permission denied ({e}); check the credentials "
                                f"(GOOGLE_APPLICATION_CREDENTIALS) and the bucket's access") from None
         except Exception as e:  # noqa: BLE001 - each backend has its own exception types
+            path = next((a for a in (path, *args) if isinstance(a, str) and is_url(a)), path)
             if not is_url(path) or type(e).__name__ == "NotFoundError":
                 raise
             first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
@@ -174,3 +181,122 @@ def glob(pattern: str) -> list[str]:
     import tensorflow as tf
 
     return sorted(tf.io.gfile.glob(pattern))
+
+
+@_url_errors
+def read_bytes(path: str) -> bytes:
+    with open_path(path, "rb") as f:
+        return f.read()
+
+
+@_url_errors
+def write_atomic(path: str, data: bytes) -> None:
+    """Write a whole file that readers see entirely or not at all: a temporary name renamed over
+    `path` locally; one object upload on a store (an object becomes visible only when complete)."""
+    if not is_url(path):
+        tmp = f"{path}.tmp-{os.getpid()}"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+        return
+    fs = filesystem(path)
+    if fs is not None:
+        fs.pipe_file(path, data)
+        return
+    with open_path(path, "wb") as f:
+        f.write(data)
+
+
+@_url_errors
+def upload(local: str, path: str) -> None:
+    """Copy a local file to `path` (a URL or another local path), whole (see write_atomic)."""
+    if not is_url(path):
+        import shutil
+
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        shutil.copyfile(local, path)
+        return
+    fs = filesystem(path)
+    if fs is not None:
+        fs.put_file(local, path)
+        return
+    with open(local, "rb") as src, open_path(path, "wb") as dst:
+        import shutil
+
+        shutil.copyfileobj(src, dst, 1 << 20)
+
+
+def makedirs(path: str) -> None:
+    """A local folder and its parents; nothing for a URL (object stores have no folders)."""
+    if not is_url(path):
+        os.makedirs(path, exist_ok=True)
+
+
+# ------------------------------------------------------------------------------------- range reads
+
+class RangeReader(io.RawIOBase):
+    """A file of an object store read by byte ranges: seeking costs nothing, and each read fetches
+    just the bytes asked for (one ranged GET). Wrapped in an io.BufferedReader by `open_ranged`, small
+    sequential reads (tar headers, JSON) share one buffer fill, while a seek past a member fetches
+    nothing. `fetched` counts the bytes that came over the network."""
+
+    def __init__(self, fs, path: str, length: int):
+        self.fs, self.path, self.length = fs, path, length
+        self.pos = 0
+        self.fetched = 0
+        self.requests = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self.pos, 2: self.length}[whence]
+        self.pos = max(0, base + offset)
+        return self.pos
+
+    def readinto(self, buffer) -> int:
+        n = min(len(buffer), self.length - self.pos)
+        if n <= 0:
+            return 0
+        data = self.fetch(self.pos, self.pos + n)
+        buffer[:len(data)] = data
+        self.pos += len(data)
+        return len(data)
+
+    def fetch(self, start: int, end: int) -> bytes:
+        data = self.fs.cat_file(self.path, start=start, end=end)
+        self.fetched += len(data)
+        self.requests += 1
+        return data
+
+    def fetch_ranges(self, ranges: list[tuple[int, int]]) -> list[bytes]:
+        """Several byte ranges at once, concurrently where the file system can (fsspec's cat_ranges)."""
+        if not ranges:
+            return []
+        data = self.fs.cat_ranges([self.path] * len(ranges), [a for a, _ in ranges], [b for _, b in ranges])
+        for d in data:
+            if isinstance(d, Exception):
+                raise d
+        self.fetched += sum(map(len, data))
+        self.requests += 1
+        return data
+
+
+RANGE_BUFFER = 32 * 1024  # a sample's tar headers and JSON arrive in one fill; frames are fetched alone
+
+
+@_url_errors
+def open_ranged(path: str, buffer_size: int = RANGE_BUFFER) -> IO[bytes] | None:
+    """A URL opened for range reads (an io.BufferedReader over a RangeReader, at `.raw`), or None
+    where its file system has none (then read it front to back with open_path)."""
+    fs = filesystem(path) if is_url(path) else None
+    if fs is None:
+        return None
+    length = fs.size(path)
+    return io.BufferedReader(RangeReader(fs, path, length), buffer_size=buffer_size)

@@ -23,7 +23,7 @@ import json
 import os
 import re
 import tarfile
-from typing import Any, BinaryIO, Iterable, Iterator
+from typing import Any, BinaryIO, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -176,8 +176,12 @@ class DeferredMember:
 
     def __init__(self, fileobj: BinaryIO, start: int, size: int, shard: str, name: str):
         self.fileobj, self.start, self.size, self.shard, self.name = fileobj, start, size, shard, name
+        # a file of an object store (shards.storage.open_ranged): one ranged GET per slice
+        self.fetch = getattr(getattr(fileobj, "raw", None), "fetch", None)
+        self.fetch_ranges = getattr(getattr(fileobj, "raw", None), "fetch_ranges", None)
         try:  # a local file: one pread per slice, the file's position untouched
-            self.fd: int | None = fileobj.fileno() if isinstance(fileobj, io.BufferedReader) else None
+            self.fd: int | None = (fileobj.fileno() if isinstance(fileobj, io.BufferedReader)
+                                   and self.fetch is None else None)
         except (OSError, ValueError):
             self.fd = None
 
@@ -191,7 +195,9 @@ class DeferredMember:
         if getattr(self.fileobj, "closed", False):
             raise ShardError(f"shard {self.shard}: {self.name} read after the shard's iteration ended; "
                              f"with defer_frames, read a sample's frames while iterating")
-        if self.fd is not None:
+        if self.fetch is not None:
+            data = self.fetch(self.start + start, self.start + stop) if stop > start else b""
+        elif self.fd is not None:
             end = self.start + stop
             data = read_all(lambda left: os.pread(self.fd, left, end - left), max(0, stop - start))
         else:
@@ -202,6 +208,21 @@ class DeferredMember:
             finally:
                 self.fileobj.seek(here)
         if len(data) < stop - start:
+            raise ShardError(f"shard {self.shard}: truncated inside member {self.name!r}; the file is "
+                             f"incomplete - {_FIX}")
+        return data
+
+    def slices(self, ranges: list[tuple[int, int]]) -> list[bytes]:
+        """The bytes of several (start, stop) ranges; from an object store, fetched concurrently."""
+        if self.fetch_ranges is None or len(ranges) < 2:
+            return [self[a:b] for a, b in ranges]
+        if getattr(self.fileobj, "closed", False):
+            return [self[a:b] for a, b in ranges]  # (raises the error naming the member)
+        bad = [(a, b) for a, b in ranges if not 0 <= a <= b <= self.size]
+        if bad:
+            raise ValueError(f"ranges {bad} lie outside {self.name} ({self.size} bytes)")
+        data = self.fetch_ranges([(self.start + a, self.start + b) for a, b in ranges])
+        if any(len(d) != b - a for d, (a, b) in zip(data, ranges)):
             raise ShardError(f"shard {self.shard}: truncated inside member {self.name!r}; the file is "
                              f"incomplete - {_FIX}")
         return data
@@ -313,6 +334,13 @@ class TarSample(LazySample):
     def frame(self, i: int) -> bytes:
         i = self._check_frame_index(i)
         return self._members["mjpeg"][self._offsets[i]:self._offsets[i] + self._lengths[i]]
+
+    def frames(self, indices: Sequence[int] | None = None) -> list[bytes]:
+        mjpeg = self._members.get("mjpeg")
+        if not isinstance(mjpeg, DeferredMember) or indices is None:
+            return super().frames(indices)
+        checked = [self._check_frame_index(i) for i in indices]
+        return mjpeg.slices([(self._offsets[i], self._offsets[i] + self._lengths[i]) for i in checked])
 
     def _melspec(self) -> np.ndarray:
         self._check_complete()

@@ -157,42 +157,9 @@ def tiny_train() -> list[str]:
 
 @pytest.fixture(scope="session")
 def gcs_bucket(tmp_path_factory):
-    """A real GCS API server (PyPI gcp-storage-emulator) on a free localhost port with one bucket; every
-    client of the project reaches it through STORAGE_EMULATOR_HOST (google-cloud-storage, Beam's
-    FileSystems, gcsfs), set here for this process and the processes it starts. Yields "gs://BUCKET"."""
-    import socket
-    import subprocess
-    import sys
-    import time
-    import urllib.request
+    """A real GCS API server (PyPI gcp-storage-emulator) on a free localhost port with one bucket, that
+    every client of the project reaches (tools.gcs_emulator). Yields "gs://BUCKET"."""
+    from tools.gcs_emulator import gcs_emulator
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    bucket = "mbt-test"
-    log = open(tmp_path_factory.mktemp("gcs") / "emulator.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "gcp_storage_emulator", "start", "--host=127.0.0.1",
-                             f"--port={port}", "--in-memory", f"--default-bucket={bucket}"],
-                            stdout=log, stderr=subprocess.STDOUT)
-    host = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"{host}/storage/v1/b/{bucket}", timeout=1).read()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the GCS emulator did not start (see {log.name})")
-            time.sleep(0.1)
-    saved = {k: os.environ.get(k) for k in ("STORAGE_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT")}
-    os.environ["STORAGE_EMULATOR_HOST"] = host
-    os.environ.setdefault("GOOGLE_CLOUD_PROJECT", "mbt-test")
-    yield f"gs://{bucket}"
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    proc.terminate()
-    proc.wait(timeout=10)
-    log.close()
+    with gcs_emulator("mbt-test", str(tmp_path_factory.mktemp("gcs") / "emulator.log")) as bucket:
+        yield bucket

@@ -11,7 +11,7 @@ def add_parser(sub) -> None:
     p.add_argument("run_dir", metavar="RUN", help="a run directory of `mbt train` (config.json, checkpoints/)")
     p.add_argument("--data", required=True, help="dataset folder (SPLIT.index.json) or a shard pattern")
     p.add_argument("--split", default="validation")
-    p.add_argument("--out", default=None, help="output folder; None: RUN/report")
+    p.add_argument("--out", default=None, help="output folder (local or gs://); None: RUN/report, in the bucket for a gs:// run")
     p.add_argument("--clips", type=int, default=4, help="clips to draw attention maps for")
     p.add_argument("--method", default="rollout", choices=("rollout", "last"),
                    help="attention map: rollout over all layers, or the last layer's CLS row")

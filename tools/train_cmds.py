@@ -60,14 +60,10 @@ def run_train(args: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from mbt.checkpoints import Checkpointer
     from mbt.evaluate import evaluate
-    from mbt.train import load_config
+    from mbt.run_dir import load_run
 
-    cfg = load_config(f"{args.workdir}/config.json")
-    ckpt = Checkpointer(args.workdir, cfg)
-    params, step = ckpt.restore_params()
-    ckpt.close()
+    cfg, params, step = load_run(args.workdir)
     result = evaluate(cfg, params, args.data, args.split, test_windows=args.test_windows)
     result["step"] = step
     print(json.dumps(result, indent=1) if args.json else format_eval(result))

@@ -1,0 +1,97 @@
+"""A run directory, local or in a bucket (gs://, any fsspec URL): what `mbt train` leaves behind.
+
+    RUN/config.json      the TrainConfig the run was started with (written whole)
+    RUN/checkpoints/N/   orbax checkpoints: parameters, optimiser state, step, input position
+    RUN/metrics.jsonl    one line per logged step
+    RUN/tensorboard/     TensorBoard event files
+
+    cfg = read_config("gs://B/runs/as")
+    cfg, params, step = load_run("runs/tiny")          # for eval, report and predict: read-only
+
+Everything here goes through shards.storage. Orbax reaches a bucket through etils.epath (its file
+operations) and tensorstore (its arrays); `use_store_backends` points both where the project's own
+reads go (see there).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+from shards import storage
+
+CONFIG = "config.json"
+
+
+class RunDirError(FileNotFoundError):
+    """Not a run directory (or not a finished one); the message names it and what to do."""
+
+
+def use_store_backends() -> None:
+    """Make orbax's storage calls reach the same GCS endpoint as everything else.
+
+    etils.epath picks tf.io.gfile for gs:// whenever TensorFlow is installed, and tf.io.gfile ignores
+    STORAGE_EMULATOR_HOST, so on an emulator (or any private endpoint) checkpoints would go to Google;
+    EPATH_USE_TF=false makes epath use fsspec's gcsfs, as shards.storage does. tensorstore reads its
+    endpoint from TENSORSTORE_GCS_HTTP_URL, which follows STORAGE_EMULATOR_HOST unless set. Both are
+    only defaults: a user's own setting wins."""
+    os.environ.setdefault("EPATH_USE_TF", "false")
+    emulator = os.environ.get("STORAGE_EMULATOR_HOST")
+    if emulator:
+        os.environ.setdefault("TENSORSTORE_GCS_HTTP_URL", emulator)
+
+
+def path(workdir: str, name: str) -> str:
+    return storage.join(workdir, name)
+
+
+def checkpoint_dir(workdir: str) -> str:
+    folder = path(workdir, "checkpoints")
+    return folder if storage.is_url(folder) else os.path.abspath(folder)
+
+
+def read_config_dict(workdir: str) -> dict[str, Any] | None:
+    """config.json of a run as saved, or None when the run has none yet."""
+    try:
+        return json.loads(storage.read_bytes(path(workdir, CONFIG)).decode("utf-8"))
+    except FileNotFoundError:
+        return None
+
+
+def write_config_dict(workdir: str, config: dict[str, Any]) -> None:
+    """config.json, whole or not at all: the other processes of a run read it meanwhile."""
+    storage.write_atomic(path(workdir, CONFIG), json.dumps(config, indent=1, sort_keys=True).encode("utf-8"))
+
+
+def read_config(workdir: str):
+    """The TrainConfig a run was started with."""
+    from mbt.config import ModelConfig
+    from mbt.train_config import OptimConfig, RunConfig, TrainConfig
+    from shards.stream import InputConfig
+
+    d = read_config_dict(workdir)
+    if d is None:
+        raise RunDirError(f"{path(workdir, CONFIG)} does not exist: is {workdir} a run directory of "
+                          f"`mbt train`? (pass the --workdir a run was trained in)")
+
+    def build(kind, values):
+        names = {f.name for f in dataclasses.fields(kind)}
+        return kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in names})
+
+    return TrainConfig(model=build(ModelConfig, d["model"]), input=build(InputConfig, d["input"]),
+                       optim=build(OptimConfig, d["optim"]), run=build(RunConfig, d["run"]))
+
+
+def load_run(workdir: str, step: int | None = None):
+    """(config, params, step) of a run's latest (or given) checkpoint, without writing to the run."""
+    from mbt.checkpoints import Checkpointer
+
+    cfg = read_config(workdir)
+    ckpt = Checkpointer(workdir, cfg, read_only=True)
+    try:
+        params, step = ckpt.restore_params(step)
+    finally:
+        ckpt.close()
+    return cfg, params, step
