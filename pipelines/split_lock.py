@@ -3,9 +3,9 @@
 Two jobs writing one split would remove each other's staged samples and publish a mix; the second one
 fails at once instead, naming the first (host, pid, start time) and how to clear a lock it left. A
 lock whose job is gone (same host, no such process: it was killed) is stale and taken over with a
-notice. On a local disk the lock is created atomically (O_CREAT | O_EXCL); in a bucket through Beam's
-FileSystems, which has no create-if-absent, so there two jobs started in the same second could both
-get it (README, "Known issues").
+notice. The lock is created atomically, on a local disk and in a gs:// bucket alike
+(shards.storage.create_exclusive: O_EXCL, or GCS's ifGenerationMatch=0), so of two jobs started
+at once exactly one gets it.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines.config import IngestError
-from shards.storage import is_url
+from shards import storage
 
 
 def lock_path(output: str, split: str) -> str:
@@ -55,31 +55,13 @@ def _alive(holder: dict) -> bool:
     return True
 
 
-def _create(path: str, text: bytes) -> bool:
-    """Create `path` with `text` unless it exists; True if this call made it."""
-    if is_url(path):
-        if FileSystems.exists(path):
-            return False
-        with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-            f.write(text)
-        return True
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    except FileExistsError:
-        return False
-    with os.fdopen(fd, "wb") as f:
-        f.write(text)
-    return True
-
-
 @contextlib.contextmanager
 def split_lock(output: str, split: str) -> Iterator[str]:
     """Hold the lock of `split` under `output` for the `with` block; IngestError if another job holds it."""
     path = lock_path(output, split)
     text = json.dumps(_holder()).encode("utf-8")
     for _ in range(2):
-        if _create(path, text):
+        if storage.create_exclusive(path, text):
             break
         holder = _read(path)
         if holder is not None and _alive(holder):

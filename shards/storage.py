@@ -226,6 +226,43 @@ def upload(local: str, path: str) -> None:
         shutil.copyfileobj(src, dst, 1 << 20)
 
 
+@_url_errors
+def create_exclusive(path: str, data: bytes) -> bool:
+    """Create `path` holding `data` unless it exists; True if this call created it. Atomic on a local
+    disk (O_CREAT | O_EXCL) and on gs:// (an upload with ifGenerationMatch=0, which GCS carries out
+    only while no such object exists); on other stores a check, then a write."""
+    if not is_url(path):
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        return True
+    if path.startswith(("gs://", "gcs://")):
+        filesystem(path)  # (the endpoint check)
+        from google.api_core.exceptions import PreconditionFailed
+
+        bucket, _, name = path.split("://", 1)[1].partition("/")
+        try:
+            _gcs_client().bucket(bucket).blob(name).upload_from_string(data, if_generation_match=0)
+        except PreconditionFailed:
+            return False
+        return True
+    if size(path) is not None:
+        return False
+    write_atomic(path, data)
+    return True
+
+
+@functools.lru_cache(maxsize=None)
+def _gcs_client():
+    from google.cloud import storage as gcs  # (google-cloud-storage: with apache-beam[gcp])
+
+    return gcs.Client(project=os.environ.get("GOOGLE_CLOUD_PROJECT"))
+
+
 def makedirs(path: str) -> None:
     """A local folder and its parents; nothing for a URL (object stores have no folders)."""
     if not is_url(path):

@@ -108,3 +108,23 @@ def test_a_missing_bucket_and_a_dead_endpoint_are_one_line_at_once(gcs_bucket, t
         err = capsys.readouterr().err.strip()
         assert f"the GCS endpoint {dead} does not answer" in err and len(err.splitlines()) == 1, err
         assert time.monotonic() - t0 < 15
+
+
+def test_the_split_lock_in_a_bucket_has_exactly_one_holder(gcs_bucket):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pipelines.config import IngestError
+    from pipelines.split_lock import split_lock
+
+    path = f"{gcs_bucket}/locks/race.lock"
+    with ThreadPoolExecutor(8) as pool:  # eight writers at once: GCS creates the object for one
+        won = list(pool.map(lambda i: storage.create_exclusive(path, f"{i}".encode()), range(8)))
+    assert won.count(True) == 1 and storage.read_bytes(path) == str(won.index(True)).encode()
+
+    out = f"{gcs_bucket}/locked_ds"
+    with split_lock(out, "train") as lock:
+        assert storage.size(lock) is not None
+        with pytest.raises(IngestError, match="being written by another job"):
+            with split_lock(out, "train"):
+                pass
+    assert storage.size(f"{out}/train.lock") is None
