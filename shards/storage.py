@@ -51,7 +51,9 @@ def filesystem(url: str):
             # gcsfs's zonal-bucket probe speaks gRPC to a control API that an emulator lacks: it would
             # warn on every call. Off unless asked for.
             os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
-        _check_gcs_endpoint(os.environ.get("STORAGE_EMULATOR_HOST") or "https://storage.googleapis.com")
+        endpoint = os.environ.get("STORAGE_EMULATOR_HOST")
+        _check_gcs_endpoint(endpoint or "https://storage.googleapis.com")
+        return _fsspec_for(protocol, endpoint)  # (one client per endpoint: the variable may change)
     return _fsspec_for(protocol)
 
 
@@ -93,11 +95,11 @@ def _url_errors(fn):
 
 
 @functools.lru_cache(maxsize=None)
-def _fsspec_for(protocol: str):
+def _fsspec_for(protocol: str, endpoint: str | None = None):
     try:
         import fsspec
 
-        return fsspec.filesystem(protocol)
+        return fsspec.filesystem(protocol, **({"endpoint_url": endpoint} if endpoint else {}))
     except (ImportError, ValueError):
         return None
 
@@ -308,9 +310,14 @@ class RangeReader(io.RawIOBase):
 
     def fetch(self, start: int, end: int) -> bytes:
         data = self.fs.cat_file(self.path, start=start, end=end)
-        self.fetched += len(data)
-        self.requests += 1
+        self._count(len(data))
         return data
+
+    def _count(self, nbytes: int) -> None:
+        self.fetched += nbytes
+        self.requests += 1
+        RANGE_READS["bytes"] += nbytes
+        RANGE_READS["requests"] += 1
 
     def fetch_ranges(self, ranges: list[tuple[int, int]]) -> list[bytes]:
         """Several byte ranges at once, concurrently where the file system can (fsspec's cat_ranges)."""
@@ -320,11 +327,11 @@ class RangeReader(io.RawIOBase):
         for d in data:
             if isinstance(d, Exception):
                 raise d
-        self.fetched += sum(map(len, data))
-        self.requests += 1
+        self._count(sum(map(len, data)))
         return data
 
 
+RANGE_READS = {"bytes": 0, "requests": 0}  # this process's range reads so far (`mbt bench gcs`)
 RANGE_BUFFER = 32 * 1024  # a sample's tar headers and JSON arrive in one fill; frames are fetched alone
 
 

@@ -18,7 +18,9 @@ emulator with that part added as GCS documents it
 object's generation headers, answer 412 when `ifGenerationMatch` differs and 304 when
 `ifGenerationNotMatch` equals; media and multipart uploads answer 412, writing nothing, when
 `ifGenerationMatch` differs from the object's generation (0: the object must not exist). The server
-handles one request at a time, so the check and the write are atomic.
+handles one request at a time, so the check and the write are atomic. Its listen queue is raised
+from http.server's 5 to 128: with 5, the training input's concurrent range reads of a sample's
+frames (8 at once) were refused and retried by gcsfs after a second each.
 """
 
 from __future__ import annotations
@@ -159,6 +161,9 @@ def _add_generations() -> None:
 
 
 if __name__ == "__main__":
+    import http.server
+
+    http.server.HTTPServer.request_queue_size = 128
     _add_generations()
     from gcp_storage_emulator.__main__ import main
 

@@ -24,6 +24,8 @@ import json
 import os
 import time
 
+from shards import storage
+
 # (directory, what it is, overrides of the tiny preset: 4 layers, L_f = 2, 4 bottlenecks)
 RUNS = (
     ("audio_only", "audio only", ["model.modalities=spectrogram"]),
@@ -62,7 +64,7 @@ def table1(data: str, workdir: str, *, steps: int, runs=RUNS, overrides: list[st
     for slug, name, run_overrides in runs:
         cfg = get_config("tiny", [f"optim.steps={steps}", *run_overrides, *overrides])
         t = time.perf_counter()
-        last = train(cfg, data, os.path.join(workdir, slug), eval_data=eval_data or data, progress=progress)
+        last = train(cfg, data, storage.join(workdir, slug), eval_data=eval_data or data, progress=progress)
         result = last["eval"]
         top1 = lambda k: result[k]["top1"] if k in result else None  # noqa: E731
         row = Row(run=slug, name=name, fused_top1=result["fused"]["top1"], video_top1=top1("rgb"),
@@ -71,8 +73,8 @@ def table1(data: str, workdir: str, *, steps: int, runs=RUNS, overrides: list[st
                   seconds=round(time.perf_counter() - t, 1))
         log(format_row(row))
         rows.append(row)
-    with open(os.path.join(workdir, "table1.json"), "w") as f:
-        json.dump([dataclasses.asdict(r) for r in rows], f, indent=1)
+    storage.write_atomic(storage.join(workdir, "table1.json"),
+                         json.dumps([dataclasses.asdict(r) for r in rows], indent=1).encode("utf-8"))
     return rows
 
 
@@ -141,8 +143,7 @@ def run(args: argparse.Namespace, overrides: list[str] = ()) -> int:
                   overrides=[f"input.num_workers={args.workers}", *overrides], eval_data=args.eval_data,
                   progress=args.progress, log=lambda s: print(s, flush=True))
     command = "mbt " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["table1"] else ""
-    path = os.path.join(args.workdir, "table1.md")
-    with open(path, "w") as f:
-        f.write(markdown(rows, args.steps, command))
+    path = storage.join(args.workdir, "table1.md")
+    storage.write_atomic(path, markdown(rows, args.steps, command).encode("utf-8"))
     print(f"{len(rows)} runs in {time.perf_counter() - t:.0f} s; table in {path}")
     return 0

