@@ -19,7 +19,8 @@ from mbt.train_config import TrainConfig
 
 
 @functools.partial(jax.jit, static_argnames=("cfg",))
-def _per_modality_logits(params, inputs: dict, cfg) -> dict:
+def logits_of(params, inputs: dict, cfg) -> dict:
+    """{modality: logits} of a batch of model inputs (`cfg` a ModelConfig), in evaluation mode."""
     _, inter = MBT(cfg).apply({"params": params}, inputs, train=False)
     return inter["logits"]
 
@@ -38,7 +39,7 @@ def predict(cfg: TrainConfig, params, data: str, split: str, *, test_windows: in
     batches = make_input(data, icfg, split=split, training=False, seed=0, process_index=0, process_count=1)
     for batch in batches:
         inputs = {m: batch[m] for m in cfg.model.modalities}
-        logits = jax.device_get(_per_modality_logits(params, inputs, cfg.model))
+        logits = jax.device_get(logits_of(params, inputs, cfg.model))
         for i in np.nonzero(batch["mask"] > 0)[0]:
             key = str(batch["key"][i])
             row = jax.tree.map(lambda x: np.asarray(x[i], np.float64), logits)

@@ -1,18 +1,24 @@
-"""The report of a trained run: per-class AP of fused vs audio-only vs video-only, and attention maps.
+"""The report of a trained run: per-class AP of its fused prediction and of its two stream heads, and
+(given models trained on one modality alone) the paper's comparison; attention maps.
 
     mbt report runs/tiny --data demo_out/shards --split validation
+    mbt report runs/table1/bottleneck --data D --audio-run runs/table1/audio_only --video-run runs/table1/video_only
 
 writes into RUN/report/ (or --out; either may be a bucket, where the files are drawn locally and uploaded):
-- `per_class_ap.csv`: class, AP of the fused logits, of the spectrogram's own logits (audio-only), of the
-  RGB logits (video-only), and the number of positives; multiclass labels count as one-hot.
+- `per_class_ap.csv`: class, AP of the fused logits, of the model's spectrogram head and of its RGB
+  head, of the audio-only and video-only models when given, and the number of positives; multiclass
+  labels count as one-hot.
 - `per_class_ap.png`: those APs per class, sorted by fused AP (the paper's per-class analysis). With
   more than `max_classes` classes it shows the ones where fusion gains most over audio alone.
 - `attention_<key>.png`: the CLS -> RGB attention of each modality over the clip's frames (paper, Fig. 6),
   by rollout (under bottleneck fusion the spectrogram CLS reaches the frames only through other tokens).
-- `summary.json`: step, split, clips, the headline metrics of every prediction, and the files written.
+- `summary.json`: step, split, clips, the headline metrics of every prediction, the classes that gain
+  most from fusion over each unimodal model, and the files written.
 
-"Audio-only" and "video-only" here are the one fused model's per-modality logits, as the paper's
-per-class figure reads them; models trained on one modality alone are Table 1's business.
+A stream head is not a unimodal model: under bottleneck or cross-attention fusion the RGB head has
+seen the audio through the fusion layers, so "RGB head" can score well on classes the picture alone
+can't separate. The paper's Figs. 3-4 compare against separately trained models: pass them as
+`audio_run` / `video_run` (e.g. `mbt table1`'s audio_only and video_only runs).
 A verb_noun (EPIC) run gets verb / noun / action accuracy per prediction and no per-class AP.
 """
 
@@ -28,17 +34,22 @@ import numpy as np
 
 from mbt.train_config import TrainConfig
 
-# Column name in the CSV for each prediction; the model's per-modality logits are what each modality
-# alone would say.
-COLUMNS = {"fused": "ap_fused", "spectrogram": "ap_audio_only", "rgb": "ap_video_only"}
-LABELS = {"fused": "fused (audio + video)", "spectrogram": "audio only", "rgb": "video only"}
+# Column name in the CSV for each prediction: the run's fused logits, its two stream heads, and
+# separately trained unimodal models.
+COLUMNS = {"fused": "ap_fused", "spectrogram": "ap_spectrogram_head", "rgb": "ap_rgb_head",
+           "audio_model": "ap_audio_model", "video_model": "ap_video_model"}
+LABELS = {"fused": "fused (this model)", "spectrogram": "its spectrogram head", "rgb": "its RGB head",
+          "audio_model": "audio-only model", "video_model": "video-only model"}
 STREAMS = {"rgb": "RGB", "spectrogram": "spectrogram"}
-COLOURS = {"fused": "#2b6cb0", "spectrogram": "#d69e2e", "rgb": "#c53030"}
+COLOURS = {"fused": "#2b6cb0", "spectrogram": "#f6d38b", "rgb": "#f2a7a7", "audio_model": "#b7791f",
+           "video_model": "#9b2c2c"}
+UNIMODAL = {"audio_model": "spectrogram", "video_model": "rgb"}  # prediction -> the one modality it needs
 
 
 def write_report(workdir: str, data: str, split: str = "validation", *, out: str | None = None,
                  clips: int = 4, method: str = "rollout", test_windows: int | None = None,
-                 max_classes: int = 40) -> dict[str, Any]:
+                 max_classes: int = 40, audio_run: str | None = None,
+                 video_run: str | None = None) -> dict[str, Any]:
     """Evaluate the run's latest checkpoint on `data`/`split` and write the report; returns the summary."""
     from mbt.evaluate import predict
     from mbt.run_dir import load_run
@@ -48,7 +59,8 @@ def write_report(workdir: str, data: str, split: str = "validation", *, out: str
     if storage.is_url(out):  # drawn here, then uploaded file by file
         with tempfile.TemporaryDirectory(prefix="mbt-report-") as local:
             summary = write_report(workdir, data, split, out=local, clips=clips, method=method,
-                                   test_windows=test_windows, max_classes=max_classes)
+                                   test_windows=test_windows, max_classes=max_classes, audio_run=audio_run,
+                                   video_run=video_run)
             for name in [*summary["files"], "summary.json"]:
                 storage.upload(os.path.join(local, name), storage.join(out, name))
         summary["out"] = out
@@ -56,6 +68,10 @@ def write_report(workdir: str, data: str, split: str = "validation", *, out: str
     cfg, params, step = load_run(workdir)
     os.makedirs(out, exist_ok=True)
     pred = predict(cfg, params, data, split, test_windows=test_windows)
+    for name, run in (("audio_model", audio_run), ("video_model", video_run)):
+        if run:
+            pred["logits"][name] = unimodal_logits(run, UNIMODAL[name], cfg, data, split, pred["keys"],
+                                                   test_windows=test_windows)
     index = source.resolve(data, split=split, fmt=cfg.input.format).index
     summary = {"run": workdir, "step": step, "data": data, "split": split,
                **write_tables(cfg, pred, out, classes=(index or {}).get("classes"), max_classes=max_classes,
@@ -70,6 +86,43 @@ def write_report(workdir: str, data: str, split: str = "validation", *, out: str
         json.dump(_no_nan(summary), f, indent=1, default=_json_default)
     summary["out"] = out
     return summary
+
+
+class ReportError(ValueError):
+    """A comparison run that does not fit the report's run; the message says which and why."""
+
+
+def unimodal_logits(run: str, modality: str, cfg: TrainConfig, data: str, split: str, keys: list[str],
+                    *, test_windows: int | None = None) -> Any:
+    """The logits of a run trained on `modality` alone, for the same clips as the report's run."""
+    from mbt.evaluate import predict
+    from mbt.run_dir import load_run
+
+    flag = "--audio-run" if modality == "spectrogram" else "--video-run"
+    other, params, _ = load_run(run)
+    if tuple(other.model.modalities) != (modality,):
+        raise ReportError(f"{flag} {run}: its model has modalities {list(other.model.modalities)}; pass a run "
+                         f"trained with --model.modalities={modality} (mbt table1's audio_only/video_only)")
+    if (other.model.head, other.model.num_classes) != (cfg.model.head, cfg.model.num_classes):
+        raise ReportError(f"{flag} {run}: head {other.model.head} with {other.model.num_classes} classes, the "
+                         f"report's run {cfg.model.head} with {cfg.model.num_classes}: train both on the same data")
+    pred = predict(other, params, data, split, test_windows=test_windows)
+    if pred["keys"] != keys:
+        raise ReportError(f"{flag} {run}: predicted {len(pred['keys'])} clips of {data}, the report's run "
+                         f"{len(keys)}; some clips were skipped by one of them")
+    return pred["logits"]["fused"]
+
+
+def fusion_gains(rows: list[dict], top: int = 5) -> dict[str, list]:
+    """The classes whose AP gains most from fusion over each unimodal model given: {over: [[class, gain]]}."""
+    out = {}
+    for name in UNIMODAL:
+        col = COLUMNS[name]
+        scored = [(r["class"], r["ap_fused"] - r[col]) for r in rows
+                  if r["positives"] and not np.isnan(r[col]) and not np.isnan(r["ap_fused"])]
+        if scored:
+            out[f"over_{name}"] = [[c, round(float(g), 4)] for c, g in sorted(scored, key=lambda x: -x[1])[:top]]
+    return out
 
 
 def write_tables(cfg: TrainConfig, pred: dict[str, Any], out: str, *, classes: list[str] | None = None,
@@ -96,6 +149,9 @@ def write_tables(cfg: TrainConfig, pred: dict[str, Any], out: str, *, classes: l
     summary["files"].append(plot_per_class_ap(rows, os.path.join(out, "per_class_ap.png"),
                                               max_classes=max_classes, title=title))
     summary["mean_ap"] = {name: _nanmean(a) for name, a in ap.items()}
+    gains = fusion_gains(rows)
+    if gains:
+        summary["fusion_gain"] = gains
     summary["classes"] = classes
     return summary
 
@@ -132,9 +188,11 @@ def plot_per_class_ap(rows: list[dict], path: str, *, max_classes: int = 40, tit
     preds = [p for p, col in COLUMNS.items() if any(not np.isnan(r[col]) for r in rows)]
     note = ""
     if len(rows) > max_classes:  # the paper's view: where adding video helps the audio model most
-        gain = lambda r: np.nan_to_num(r["ap_fused"] - r.get("ap_audio_only", np.nan), nan=-1.0)  # noqa: E731
+        over = "ap_audio_model" if "audio_model" in preds else "ap_spectrogram_head"
+        gain = lambda r: np.nan_to_num(r["ap_fused"] - r.get(over, np.nan), nan=-1.0)  # noqa: E731
         rows = sorted(rows, key=gain, reverse=True)[:max_classes]
-        note = f" ({max_classes} classes with the largest gain over audio only)"
+        note = (f" ({max_classes} classes with the largest gain over "
+                f"{'the audio-only model' if over == 'ap_audio_model' else 'its spectrogram head'})")
     rows = sorted(rows, key=lambda r: np.nan_to_num(r["ap_fused"], nan=-1.0))
     n, width = len(rows), 0.8 / max(len(preds), 1)
     fig, ax = plt.subplots(figsize=(7.5, 1.2 + 0.32 * n * max(1, len(preds)) ** 0.5))

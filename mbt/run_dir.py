@@ -1,6 +1,8 @@
 """A run directory, local or in a bucket (gs://, any fsspec URL): what `mbt train` leaves behind.
 
     RUN/config.json      the TrainConfig the run was started with (written whole)
+    RUN/data.json        what the training data was: its classes, feature parameters (fps, short
+                         side, JPEG quality, log-mel) and mel statistics, for `mbt predict`
     RUN/checkpoints/N/   orbax checkpoints: parameters, optimiser state, step, input position
     RUN/metrics.jsonl    one line per logged step
     RUN/tensorboard/     TensorBoard event files
@@ -23,6 +25,9 @@ from typing import Any
 from shards import storage
 
 CONFIG = "config.json"
+DATA = "data.json"
+# the training data's index fields that preprocessing outside the shards (mbt predict) needs
+DATA_FIELDS = ("classes", "features", "mel_mean", "mel_std", "mel_mean_per_bin", "mel_std_per_bin")
 
 
 class RunDirError(FileNotFoundError):
@@ -38,6 +43,12 @@ def use_store_backends() -> None:
     endpoint from TENSORSTORE_GCS_HTTP_URL, which follows STORAGE_EMULATOR_HOST unless set. Both are
     only defaults: a user's own setting wins."""
     os.environ.setdefault("EPATH_USE_TF", "false")
+    # epath caches its TensorFlow check on first use of any path (a local checkpoint included), so
+    # a process that used orbax before needs the cache cleared (a private part of etils 1.15: if
+    # it moves, only a process that used orbax before this call keeps tf.io.gfile)
+    from etils.epath import gpath
+
+    getattr(getattr(gpath, "_is_tf_installed", None), "cache_clear", lambda: None)()
     emulator = os.environ.get("STORAGE_EMULATOR_HOST")
     if emulator:
         os.environ.setdefault("TENSORSTORE_GCS_HTTP_URL", emulator)
@@ -63,6 +74,23 @@ def read_config_dict(workdir: str) -> dict[str, Any] | None:
 def write_config_dict(workdir: str, config: dict[str, Any]) -> None:
     """config.json, whole or not at all: the other processes of a run read it meanwhile."""
     storage.write_atomic(path(workdir, CONFIG), json.dumps(config, indent=1, sort_keys=True).encode("utf-8"))
+
+
+def write_data_record(workdir: str, data: str, split: str, index: dict[str, Any] | None) -> None:
+    """RUN/data.json: the training data's spec and the fields of its index listed in DATA_FIELDS
+    (None where the data has no index: then predict needs --data)."""
+    index = index or {}
+    record = {"data": data, "split": split, "generation": index.get("generation"),
+              **{k: index.get(k) for k in DATA_FIELDS}}
+    storage.write_atomic(path(workdir, DATA), json.dumps(record, indent=1, sort_keys=True).encode("utf-8"))
+
+
+def read_data_record(workdir: str) -> dict[str, Any] | None:
+    """RUN/data.json, or None for a run trained before it was written."""
+    try:
+        return json.loads(storage.read_bytes(path(workdir, DATA)).decode("utf-8"))
+    except FileNotFoundError:
+        return None
 
 
 def read_config(workdir: str):

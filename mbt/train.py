@@ -157,6 +157,7 @@ class RunPlan:
     steps_per_epoch: int
     total_steps: int
     classes: list[str] | None
+    index: dict[str, Any] | None  # the training split's index (None: shards without one)
 
 
 def plan_run(cfg: TrainConfig, data: str, split: str = "train") -> RunPlan:
@@ -173,7 +174,7 @@ def plan_run(cfg: TrainConfig, data: str, split: str = "train") -> RunPlan:
     steps_per_epoch = max(1, (samples or cfg.input.batch_size) // cfg.input.batch_size)
     total = cfg.optim.steps or max(1, int(round(cfg.optim.epochs * steps_per_epoch)))
     return RunPlan(cfg=cfg, steps_per_epoch=steps_per_epoch, total_steps=total,
-                   classes=index.get("classes"))
+                   classes=index.get("classes"), index=src.index)
 
 
 def train(cfg: TrainConfig, data: str, workdir: str, *, eval_data: str | None = None,
@@ -197,6 +198,10 @@ def train(cfg: TrainConfig, data: str, workdir: str, *, eval_data: str | None = 
 
     # --- Model and checkpoints: restore the latest, else start fresh.
     ckpt = Checkpointer(workdir, cfg, keep=cfg.run.keep_checkpoints)
+    if jax.process_index() == 0:
+        from mbt.run_dir import write_data_record
+
+        write_data_record(workdir, data, split, plan.index)
     state = init_state(cfg, plan.total_steps, plan.steps_per_epoch, cfg.run.seed)
     state, input_state = ckpt.restore_latest(state)
     state = jax.device_put(state, replicated)

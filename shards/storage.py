@@ -34,6 +34,24 @@ def split(path: str) -> tuple[str, str]:
     return posixpath.split(path) if is_url(path) else os.path.split(path)
 
 
+# What says where a store is and who we are there; loader workers take the values their parent had
+# when it started them (a fork server started earlier would otherwise give them its own).
+ENVIRONMENT = ("STORAGE_EMULATOR_HOST", "GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT",
+               "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT")
+
+
+def environment() -> dict[str, str | None]:
+    return {k: os.environ.get(k) for k in ENVIRONMENT}
+
+
+def use_environment(env: dict[str, str | None]) -> None:
+    for k, v in env.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
 class StorageError(OSError):
     """A URL's storage service can't be reached or refuses us; the message names the URL and the fix."""
 

@@ -408,7 +408,7 @@ def make_input(spec: Any, cfg: InputConfig | None = None, *, split: str = "train
     if cfg.labels == "multi_hot" and not num_classes:
         raise ShardError(f"multi-hot labels need the number of classes: {src.spec} has no index with "
                          f"classes; set InputConfig.num_classes")
-    mel_mean, mel_std = _mel_stats(cfg, index, src.spec)
+    mel_mean, mel_std = mel_statistics(cfg, index, src.spec)
     epochs = cfg.epochs if cfg.epochs is not None else (None if training else 1)
     streams = max(1, cfg.num_workers)
     plan = _Plan(source=src, cfg=cfg, training=training, seed=seed, process_index=process_index,
@@ -437,7 +437,9 @@ def _target_batches(plan: _Plan) -> int:
     return max(math.ceil(n * windows / plan.batch_size) for n in sizes)
 
 
-def _mel_stats(cfg: InputConfig, index: dict, spec: str) -> tuple[Any, Any]:
+def mel_statistics(cfg: InputConfig, index: dict, spec: str) -> tuple[Any, Any]:
+    """(mean, std) the spectrogram is normalised with: the config's, else `index`'s (a split's index,
+    or a run's data.json), global or per bin; `spec` names the data in the error."""
     if not cfg.normalize_spectrogram:
         return 0.0, 1.0
     if cfg.mel_mean is not None:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
+from shards import storage
 from shards.batching import Layout, MemoryPool, batch_arrays, lend
 
 if TYPE_CHECKING:
@@ -141,6 +142,7 @@ def _stream_dataset_iter(self) -> Iterator[dict]:
     worker = torch.utils.data.get_worker_info().id
     local = (self.first + worker) % self.plan.streams_per_host
     slots = _WorkerSlots(self.ring, local)
+    storage.use_environment(self.env)
     for batch, state in _Stream(self.plan, local, self.states[local], allocate=slots):
         small = {k: v for k, v in batch.items() if k not in self.ring.layout.places}  # (the rest is in the slot)
         yield {"stream": local, "slot": slots.slot_of(batch), "batch": small, "state": state}
@@ -156,6 +158,7 @@ def _stream_dataset_class() -> type:
 
         def init(self, plan, states, first, ring):
             self.plan, self.states, self.first, self.ring = plan, states, first, ring
+            self.env = storage.environment()
 
         cls = type("_StreamDataset", (torch.utils.data.IterableDataset,),
                    {"__init__": init, "__iter__": _stream_dataset_iter, "__module__": __name__})

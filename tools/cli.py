@@ -5,6 +5,7 @@
     mbt stats DIR            mbt validate DIR
     mbt train --preset tiny --data DIR --workdir runs/tiny --model.fusion_layer=2
     mbt eval --workdir runs/tiny --data DIR --split validation
+    mbt predict clip.mp4 videos/ --workdir runs/tiny --png timelines/
     mbt flops --preset mbt_base_audioset
     mbt bench ingest         mbt demo
 """
@@ -15,7 +16,8 @@ import argparse
 import sys
 from typing import Callable, Sequence
 
-from tools import bench_cmd, data_cmds, demo_cmd, flops_cmd, ingest_cmd, report_cmd, table1, train_cmds
+from tools import (bench_cmd, data_cmds, demo_cmd, flops_cmd, ingest_cmd, predict_cmd, report_cmd, table1,
+                   train_cmds)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_cmd.add_parser(sub)
     demo_cmd.add_parser(sub)
     report_cmd.add_parser(sub)
+    predict_cmd.add_parser(sub)
     table1.add_parser(sub)
     return parser
 
@@ -46,9 +49,11 @@ def user_errors() -> tuple[type[Exception], ...]:
         from mbt.config import MBTError
         from mbt.distributed import DistributedError
         from mbt.overrides import OverrideError
+        from mbt.report import ReportError
         from mbt.train import TrainError
+        from tools.predict import PredictError
 
-        errors += [CheckpointError, DistributedError, MBTError, OverrideError, TrainError]
+        errors += [CheckpointError, DistributedError, MBTError, OverrideError, PredictError, ReportError, TrainError]
     except ImportError:
         pass
     return tuple(errors)

@@ -16,6 +16,8 @@ def add_parser(sub) -> None:
     p.add_argument("--method", default="rollout", choices=("rollout", "last"),
                    help="attention map: rollout over all layers, or the last layer's CLS row")
     p.add_argument("--test-windows", type=int, default=None, help="windows per clip (multi-clip test)")
+    p.add_argument("--audio-run", default=None, help="a run trained on the spectrogram alone, to compare with")
+    p.add_argument("--video-run", default=None, help="a run trained on RGB alone, to compare with")
     p.set_defaults(run=run)
 
 
@@ -23,9 +25,12 @@ def run(args: argparse.Namespace) -> int:
     from mbt.report import write_report
 
     s = write_report(args.run_dir, args.data, args.split, out=args.out, clips=args.clips, method=args.method,
-                     test_windows=args.test_windows)
+                     test_windows=args.test_windows, audio_run=args.audio_run, video_run=args.video_run)
     print(f"report: step {s['step']}, {s['clips']} clips of {s['split']} x {s['windows']} windows")
     for name, values in s["metrics"].items():
         print(f"  {name:<12} " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
+    for over, classes in s.get("fusion_gain", {}).items():
+        print(f"  fusion gains most {over.replace('_', ' ').replace(' model', '-only model')}: "
+              + ", ".join(f"{c} {g:+.3f}" for c, g in classes))
     print(f"wrote {', '.join(s['files'] + ['summary.json'])} to {s['out']}")
     return 0

@@ -47,10 +47,10 @@ def test_report_writes_one_row_per_class_and_valid_pngs(run, tmp_path):
     with open(tmp_path / "per_class_ap.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["class"] for r in rows] == CLASSES
-    assert list(rows[0]) == ["class", "ap_fused", "ap_audio_only", "ap_video_only", "positives"]
+    assert list(rows[0]) == ["class", "ap_fused", "ap_spectrogram_head", "ap_rgb_head", "positives"]
     assert [int(r["positives"]) for r in rows] == [2, 2, 2, 2]
     for r in rows:
-        assert all(0.0 < float(r[k]) <= 1.0 for k in ("ap_fused", "ap_audio_only", "ap_video_only"))
+        assert all(0.0 < float(r[k]) <= 1.0 for k in ("ap_fused", "ap_spectrogram_head", "ap_rgb_head"))
 
     attention = sorted(tmp_path.glob("attention_*.png"))
     assert len(attention) == 2
