@@ -119,7 +119,7 @@ def fusion_gains(rows: list[dict], top: int = 5) -> dict[str, list]:
     for name in UNIMODAL:
         col = COLUMNS[name]
         scored = [(r["class"], r["ap_fused"] - r[col]) for r in rows
-                  if r["positives"] and not np.isnan(r[col]) and not np.isnan(r["ap_fused"])]
+                  if col in r and r["positives"] and not np.isnan(r[col]) and not np.isnan(r["ap_fused"])]
         if scored:
             out[f"over_{name}"] = [[c, round(float(g), 4)] for c, g in sorted(scored, key=lambda x: -x[1])[:top]]
     return out
@@ -165,6 +165,8 @@ def per_class_rows(classes: list[str], ap: dict[str, np.ndarray], positives: np.
     for c, name in enumerate(classes):
         row: dict[str, Any] = {"class": name}
         for pred, column in COLUMNS.items():
+            if pred in UNIMODAL and pred not in ap:
+                continue  # (columns of unimodal runs only when given)
             row[column] = float(ap[pred][c]) if pred in ap else float("nan")
         row["positives"] = int(positives[c])
         rows.append(row)
@@ -173,7 +175,7 @@ def per_class_rows(classes: list[str], ap: dict[str, np.ndarray], positives: np.
 
 def write_csv(rows: list[dict], path: str) -> str:
     with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["class", *COLUMNS.values(), "positives"])
+        w = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["class", *COLUMNS.values(), "positives"])
         w.writeheader()
         for row in rows:
             w.writerow({k: ("" if isinstance(v, float) and np.isnan(v) else
@@ -185,7 +187,7 @@ def plot_per_class_ap(rows: list[dict], path: str, *, max_classes: int = 40, tit
     """Per-class AP of each prediction as grouped horizontal bars, sorted by fused AP (best on top)."""
     plt = _pyplot()
     rows = [r for r in rows if r["positives"] > 0]
-    preds = [p for p, col in COLUMNS.items() if any(not np.isnan(r[col]) for r in rows)]
+    preds = [p for p, col in COLUMNS.items() if any(not np.isnan(r.get(col, np.nan)) for r in rows)]
     note = ""
     if len(rows) > max_classes:  # the paper's view: where adding video helps the audio model most
         over = "ap_audio_model" if "audio_model" in preds else "ap_spectrogram_head"

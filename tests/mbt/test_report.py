@@ -124,3 +124,32 @@ def test_unnormalize_inverts_the_input_normalisation():
     frames = np.random.default_rng(2).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
     for imagenet in (True, False):
         np.testing.assert_array_equal(unnormalize(normalize_rgb(frames, imagenet=imagenet), imagenet), frames)
+
+
+@pytest.mark.slow
+def test_unimodal_runs_give_the_papers_comparison(run, tmp_path):
+    """--audio-run / --video-run: per-class AP of models trained on one modality beside the fused one,
+    and the classes that gain most from fusion over each; a fused run as --audio-run is refused."""
+    from mbt.report import ReportError
+    from mbt.train import train
+    from mbt.train_config import get_config
+
+    workdir, data = run
+    runs = {}
+    for modality in ("spectrogram", "rgb"):
+        runs[modality] = str(tmp_path / modality)
+        train(get_config("tiny", [*TINY, f"model.modalities={modality}"]), data, runs[modality], progress=False)
+    out = tmp_path / "report"
+    summary = write_report(workdir, data, "train", out=str(out), clips=1, audio_run=runs["spectrogram"],
+                           video_run=runs["rgb"])
+    rows = list(csv.DictReader(open(out / "per_class_ap.csv")))
+    assert list(rows[0]) == ["class", "ap_fused", "ap_spectrogram_head", "ap_rgb_head", "ap_audio_model",
+                             "ap_video_model", "positives"]
+    assert all(0.0 < float(r["ap_audio_model"]) <= 1.0 and 0.0 < float(r["ap_video_model"]) <= 1.0 for r in rows)
+    gains = summary["fusion_gain"]
+    assert set(gains) == {"over_audio_model", "over_video_model"}
+    for over, col in (("over_audio_model", "ap_audio_model"), ("over_video_model", "ap_video_model")):
+        best = max(rows, key=lambda r: float(r["ap_fused"]) - float(r[col]))
+        assert gains[over][0][0] == best["class"]
+    with pytest.raises(ReportError, match="--audio-run .* modalities"):
+        write_report(workdir, data, "train", out=str(tmp_path / "bad"), clips=0, audio_run=workdir)
