@@ -39,7 +39,9 @@ class Checkpointer:
         run_dir.use_store_backends()
         if not read_only:
             self._check_config(cfg)
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only, read_only=read_only)
+        options = (ocp.CheckpointManagerOptions(read_only=True, create=False, max_to_keep=None,
+                                                save_interval_steps=0) if read_only else
+                   ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
         self.manager = ocp.CheckpointManager(run_dir.checkpoint_dir(workdir), options=options)
 
     def _check_config(self, cfg: TrainConfig) -> None:

@@ -17,6 +17,7 @@ classes, feature parameters and mel statistics), or the training dataset's index
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -65,6 +66,7 @@ def videos_of(inputs: list[str], on_failure: Callable[[str, str, str], None]) ->
     a bad row goes to on_failure(what, reason, detail))."""
     from pipelines.manifests import ManifestError, read_manifest
     from pipelines.manifests.folder import VIDEO_EXTENSIONS
+    from shards.storage import is_url
 
     videos: list[Video] = []
     for item in inputs:
@@ -84,7 +86,7 @@ def videos_of(inputs: list[str], on_failure: Callable[[str, str, str], None]) ->
                 on_failure(f"{item}:{failure.row}", failure.reason, failure.detail)
             videos += [Video(key=s.key, path=s.path, start=s.start, end=s.end) for s in manifest.specs]
         else:
-            videos.append(Video(key=os.path.basename(item), path=os.path.abspath(item)))
+            videos.append(Video(key=os.path.basename(item), path=item if is_url(item) else os.path.abspath(item)))
     return videos
 
 
@@ -195,19 +197,30 @@ def _samples(p: Predictor, v: Video, key: str, span: float, stride: float, count
     """(stored sample, [(start s, end s, middle frame index) of each window it gives], has audio) for
     `v`: a sample per window of `span` s slid by `stride`, or (count=N) one sample of the whole video
     read at N evenly spaced windows (shards.sampling.choose_windows, as evaluation reads a clip)."""
+    from pipelines.ffmpeg import local_copy, needs_local_copy
+
+    # a video in a bucket is copied here once (ffmpeg can't read gs://), and serves all its windows
+    with (local_copy(v.path) if needs_local_copy(v.path) else contextlib.nullcontext(v.path)) as local:
+        try:
+            yield from _cut(p, v, local, key, span, stride, count)
+        except DecodeError as e:
+            raise DecodeError(e.reason, e.detail.replace(local, v.path)) from None
+
+
+def _cut(p: Predictor, v: Video, local: str, key: str, span: float, stride: float, count: int | None):
     from pipelines.clip import decode, sample_of
     from pipelines.ffmpeg import probe
     from pipelines.manifests import ClipSpec
     from shards.memory_input import as_stored
     from shards.sampling import choose_windows
 
-    end = v.end if v.end is not None else probe(v.path).duration
+    end = v.end if v.end is not None else probe(local).duration
     if end is None:
         raise DecodeError("unreadable", f"{v.path}: ffmpeg reports no duration")
     spans = [(v.start, end)] if count else [(s, s + span) for s in window_starts(v.start, end, span, stride)]
     icfg = p.cfg.input
     for i, (s, e) in enumerate(spans):
-        clip = decode(v.path, s, e, p.ingest)
+        clip = decode(local, s, e, p.ingest)
         lazy = as_stored(sample_of(ClipSpec(row=i + 1, key=key if count else f"{key}_w{i}", path=v.path, start=s, end=e), [], p.ingest, clip))
         cut = choose_windows(lazy.num_frames, len(lazy.melspec), num_frames=icfg.num_frames,
                              clip_seconds=span, frame_stride=icfg.frame_stride, mode="spaced", count=count or 1)

@@ -51,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
                       batch_size=args.batch_size, on_failure=failed)
     print(format_table(results, predictor.cfg.model.modalities))
     if args.output:
+        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
         (write_csv if args.output.lower().endswith(".csv") else write_json)(
             results, failures, args.output, run=args.workdir, step=predictor.step)
         print(f"wrote {args.output}")

@@ -112,3 +112,19 @@ def test_runs_without_a_record_and_runs_of_other_features_are_one_line_errors(tr
     assert main(["predict", str(BUNNY), "--workdir", str(old)]) == 2
     err = capsys.readouterr().err.strip()
     assert "fps: trained 30, predict 25" in err and len(err.splitlines()) == 1
+
+
+def test_a_video_in_a_bucket_is_predicted_as_its_local_file(trained, gcs_bucket):
+    from shards import storage
+    from tools.predict import Video, load_predictor, predict, videos_of
+
+    _, workdir, _ = trained
+    url = f"{gcs_bucket}/predict/bunny.mp4"
+    storage.upload(str(BUNNY), url)
+    (remote,) = videos_of([url], lambda *a: pytest.fail(f"{a}"))
+    assert remote.path == url
+    p = load_predictor(workdir)
+    there, here = predict(p, [remote, Video(key="here", path=str(BUNNY))], windows=2)
+    assert there["video"] == url and len(there["windows"]) == 2
+    for a, b in zip(there["windows"], here["windows"]):
+        np.testing.assert_array_equal(a["logits"]["fused"], b["logits"]["fused"])
