@@ -367,6 +367,12 @@ def decode_clip(path: str | os.PathLike, start: float = 0.0, end: float | None =
         if run.returncode != 0 and with_audio and info.audio is None:
             with_audio = False  # no audio stream: ffmpeg refuses an empty output, so video only
             continue
+        if (run.returncode != 0 and with_audio and first_audio_time(run.stderr) is None
+                and first_frame_time(run.stderr) is not None):
+            # an audio stream that ended before the clip (trailers often end in silence-less video):
+            # no audio packet reached the output, which ffmpeg refuses; the clip is video only, silent
+            with_audio = False
+            continue
         if seek and _seek_missed(run, info, start):
             # the demuxer landed after the keyframe we needed (MPEG-TS and other formats without an
             # index seek by timestamp, not to a keyframe): decode from the file start instead.

@@ -187,6 +187,13 @@ def test_pads_and_caps_to_the_clip_length(media):
     assert all(f == v.frames[-1] for f in v.frames[-v.frames_padded:])
 
 
+def test_a_clip_after_the_audio_stream_ended_is_video_with_silence(media):
+    # (the 720p trailer's audio ends ~1.5 s before its video: a clip there used to fail as ffmpeg_error)
+    c = decode_clip(media / "short_audio.mp4", 1.25, 1.95)
+    check_clip_lengths(c, 0.7)
+    assert not c.has_audio and not c.audio.any() and c.frames_padded == 0
+
+
 def check_clip_lengths(clip, duration):
     assert len(clip.frames) == round_half_up(25 * duration)
     assert clip.audio.shape[0] == round_half_up(16000 * duration)
