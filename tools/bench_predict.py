@@ -71,12 +71,16 @@ def bench(preset: str, source: str, windows: int | None, peak: float) -> list[st
     icfg = dataclasses.replace(cfg.input, test_windows=1, labels="multi_hot", rgb_uint8=False, num_workers=0,
                                batch_size=1)
     decode_wall = decode_cpu = mel_cpu = store_cpu = 0.0
-    lazies = []
+    lazies, with_audio, with_audio_cpu = [], [], 0.0
+    log_mel(decode(source, 0.0, 1.0, ingest).audio, ingest.mel)  # (librosa's and numba's first call: once)
     for i, s in enumerate(starts):
         c0, t0 = children_cpu(), time.perf_counter()
         clip = decode(source, s, s + span, ingest)
         decode_wall += time.perf_counter() - t0
         decode_cpu += children_cpu() - c0
+        if clip.has_audio:  # (a window after the audio's end runs other arguments: no bound for it)
+            with_audio.append((s, s + span))
+            with_audio_cpu += children_cpu() - c0
         p0 = time.process_time()
         log_mel(clip.audio, ingest.mel)
         mel_cpu += time.process_time() - p0
@@ -87,7 +91,7 @@ def bench(preset: str, source: str, windows: int | None, peak: float) -> list[st
     store_cpu = max(0.0, store_cpu - mel_cpu)
     with tempfile.TemporaryDirectory(prefix="mbt-bench-predict-") as tmp:
         c0 = children_cpu()
-        bare_ffmpeg(Path(source), [(s, s + span) for s in starts], Path(tmp), workers=1)
+        bare_ffmpeg(Path(source), with_audio, Path(tmp), workers=1)
         bare_cpu = children_cpu() - c0
 
     p0 = time.process_time()
@@ -103,9 +107,9 @@ def bench(preset: str, source: str, windows: int | None, peak: float) -> list[st
     per_min = 60.0 / covered
     lines = [f"{preset}: {len(starts)} window(s) of {span:g} s = {covered:g} s of {Path(source).name}; "
              f"seconds of compute per minute of video",
-             f"  decode (ffmpeg CPU)          {decode_cpu * per_min:8.1f} s/min   bare ffmpeg, same args "
-             f"{bare_cpu * per_min:.1f} s/min -> {decode_cpu / max(bare_cpu, 1e-9):.2f}x the bound "
-             f"(wall {decode_wall * per_min:.1f} s/min)",
+             f"  decode (ffmpeg CPU)          {decode_cpu * per_min:8.1f} s/min   "
+             f"{with_audio_cpu / max(bare_cpu, 1e-9):.2f}x bare ffmpeg with the same args on the "
+             f"{len(with_audio)} windows with audio (wall {decode_wall * per_min:.1f} s/min)",
              f"  features (log-mel)           {mel_cpu * per_min:8.1f} s/min",
              f"  input (store + eval input)   {(store_cpu + input_cpu) * per_min:8.1f} s/min",
              f"  model (forward)              {model_s * per_min:8.1f} s/min   {flops / model_s / 1e9:.1f} GFLOP/s"

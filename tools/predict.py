@@ -167,8 +167,8 @@ def predict(p: Predictor, videos: list[Video], *, stride: float | None = None, w
             info = {"video": v, "windows": [], "has_audio": True}
             state[j] = info
             try:
-                for lazy, spans, has_audio in _samples(p, v, f"v{j}", span, stride or span, windows):
-                    info["windows"] += [{"start": s, "end": e, **_thumbnail(lazy, f)} for s, e, f in spans]
+                for lazy, cut, has_audio in _samples(p, v, f"v{j}", span, stride or span, windows):
+                    info["windows"] += cut
                     info["has_audio"] &= has_audio
                     yield lazy
             except DecodeError as e:
@@ -194,7 +194,7 @@ def predict(p: Predictor, videos: list[Video], *, stride: float | None = None, w
 
 
 def _samples(p: Predictor, v: Video, key: str, span: float, stride: float, count: int | None):
-    """(stored sample, [(start s, end s, middle frame index) of each window it gives], has audio) for
+    """(stored sample, [{start s, end s, thumbnail} of each window it gives], has audio) for
     `v`: a sample per window of `span` s slid by `stride`, or (count=N) one sample of the whole video
     read at N evenly spaced windows (shards.sampling.choose_windows, as evaluation reads a clip)."""
     from pipelines.ffmpeg import local_copy, needs_local_copy
@@ -221,19 +221,21 @@ def _cut(p: Predictor, v: Video, local: str, key: str, span: float, stride: floa
     icfg = p.cfg.input
     for i, (s, e) in enumerate(spans):
         clip = decode(local, s, e, p.ingest)
-        lazy = as_stored(sample_of(ClipSpec(row=i + 1, key=key if count else f"{key}_w{i}", path=v.path, start=s, end=e), [], p.ingest, clip))
-        cut = choose_windows(lazy.num_frames, len(lazy.melspec), num_frames=icfg.num_frames,
-                             clip_seconds=span, frame_stride=icfg.frame_stride, mode="spaced", count=count or 1)
-        yield lazy, [(clip.start + w.frames[0] / 25, clip.start + w.frames[0] / 25 + span,
-                      w.frames[len(w.frames) // 2]) for w in cut], clip.has_audio
+        spec = ClipSpec(row=i + 1, key=key if count else f"{key}_w{i}", path=v.path, start=s, end=e)
+        lazy = as_stored(sample_of(spec, [], p.ingest, clip))
+        cut = choose_windows(lazy.num_frames, len(lazy.melspec), num_frames=icfg.num_frames, clip_seconds=span,
+                             frame_stride=icfg.frame_stride, mode="spaced", count=count or 1)
+        starts = [clip.start + w.frames[0] / 25 for w in cut]
+        yield lazy, [{"start": t, "end": t + span, **_thumbnail(lazy, w)} for t, w in zip(starts, cut)], \
+            clip.has_audio
 
 
-def _thumbnail(lazy, frame: int) -> dict:
-    """What the timeline picture keeps of a window: its middle frame (JPEG) and its clip's spectrogram
-    pooled to 10 rows a second (the window's share of it is cut when drawn)."""
-    mel = np.asarray(lazy.melspec)
+def _thumbnail(lazy, window) -> dict:
+    """What the timeline picture keeps of a window: its middle frame (JPEG) and its spectrogram pooled
+    to 10 rows a second."""
+    mel = np.asarray(lazy.melspec)[window.spec_start:window.spec_start + window.spec_rows]
     pooled = mel[: len(mel) // 10 * 10].reshape(-1, 10, mel.shape[1]).mean(1) if len(mel) >= 10 else mel
-    return {"frame": lazy.frame(frame), "mel": pooled.astype(np.float32)}
+    return {"frame": lazy.frame(window.frames[len(window.frames) // 2]), "mel": pooled.astype(np.float32)}
 
 
 def probabilities(logits: Any, head: str) -> Any:
