@@ -4,7 +4,7 @@
  * (the decode stops there), rows above it are only entropy-decoded (jpeg_skip_scanlines), and
  * columns outside it are not inverse-transformed, upsampled or colour-converted
  * (jpeg_crop_scanline). The pixels are exactly those of a full decode with the same settings
- * (accurate integer DCT, fancy upsampling, RGB out), which tests/shards/test_jpeg_region.py checks.
+ * (accurate integer DCT, fancy upsampling, RGB out), which tests/shards/test_jpeg_decode.py checks.
  *
  * Strict: a libjpeg warning (corrupt or truncated data) is an error, as an error is; the GIL is
  * released while decoding. Built as the optional extension shards._jpeg_region (setup.py); without

@@ -49,9 +49,11 @@ def test_a_killed_run_resumes_with_exactly_the_uninterrupted_losses(data, tmp_pa
     deadline = time.time() + 600
     while not (killed / "checkpoints" / "4").is_dir() and time.time() < deadline and p.poll() is None:
         time.sleep(0.05)
+    assert p.poll() is None, "the run ended before it was killed: " + p.stderr.read()
     p.send_signal(signal.SIGKILL)
     p.wait(timeout=60)
-    assert (killed / "checkpoints" / "4").is_dir()
+    assert p.returncode == -signal.SIGKILL
+    assert (killed / "checkpoints" / "4").is_dir() and not (killed / "checkpoints" / "8").exists()
     p = mbt(*args, "--workdir", str(killed))
     assert p.wait(timeout=600) == 0, p.stderr.read()
     assert losses(killed) == losses(straight) and len(losses(straight)) == 8

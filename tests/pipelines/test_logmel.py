@@ -86,5 +86,13 @@ def test_rejects_multichannel_audio():
         log_mel(np.zeros((2, 1600), np.float32), P)
 
 
-def test_warm_up_runs():
+def test_warm_up_builds_what_the_first_clip_needs():
+    from pipelines.logmel import _sparse_filterbank, _window
+
+    _sparse_filterbank.cache_clear()
+    _window.cache_clear()
     warm_up(P)
+    built = _sparse_filterbank.cache_info().misses + _window.cache_info().misses
+    assert built >= 1
+    log_mel(np.zeros(1600, np.float32), P)  # the first clip builds nothing more
+    assert _sparse_filterbank.cache_info().misses + _window.cache_info().misses == built
