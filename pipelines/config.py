@@ -11,8 +11,8 @@ import re
 from typing import Sequence
 
 from shards.naming import FORMATS, num_shards_for
+from shards.schema import FPS, MelParams
 from shards.storage import is_url
-from shards.schema import MelParams
 
 
 class IngestError(ValueError):
@@ -70,7 +70,7 @@ class IngestConfig:
 
     def feature_params(self) -> dict:
         """What a reader needs to interpret the stored features; goes into meta and the index."""
-        return {"fps": 25, "short_side": self.short_side, "jpeg_quality": self.jpeg_quality,
+        return {"fps": FPS, "short_side": self.short_side, "jpeg_quality": self.jpeg_quality,
                 "audio_sample_rate": self.mel.sample_rate, "mel": self.mel.to_dict()}
 
     @staticmethod

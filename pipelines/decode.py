@@ -41,11 +41,11 @@ import numpy as np
 from pipelines.ffmpeg import (DecodeError, ExtraOutput, MediaInfo, check_input, classify_failure,
                               ffmpeg_version, input_arg, local_copy, needs_local_copy, parse_info,
                               run_ffmpeg)
+from shards.schema import FPS
 
 __all__ = ["DecodeError", "DecodedClip", "decode_clip", "slice_clip", "decode_args", "split_jpegs",
            "jpeg_size", "FPS", "SAMPLE_RATE"]
 
-FPS = 25
 SAMPLE_RATE = 16000
 _TRUNCATION_SLACK_FRAMES = 2  # a video this many frames short of a "partial file" is truncated
 

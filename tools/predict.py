@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from pipelines.ffmpeg import DecodeError
+from shards.schema import FPS
 
 MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl")
 
@@ -93,7 +94,7 @@ def videos_of(inputs: list[str], on_failure: Callable[[str, str, str], None]) ->
 def window_starts(start: float, end: float, span: float, stride: float) -> list[float]:
     """Window starts on the 25 fps grid from `start` while a whole window of `span` s fits before
     `end`; one window at `start` when none does (it is padded as training pads a short clip)."""
-    grid = lambda t: math.floor(t * 25 + 0.5 + 1e-9) / 25  # noqa: E731 - nearest frame, halves up
+    grid = lambda t: math.floor(t * FPS + 0.5 + 1e-9) / FPS  # noqa: E731 - nearest frame, halves up
     first = grid(start)
     count = max(1, int(math.floor((end - first - span) / stride + 1e-6)) + 1)
     return [grid(first + k * stride) for k in range(count)]
@@ -225,7 +226,7 @@ def _cut(p: Predictor, v: Video, local: str, key: str, span: float, stride: floa
         lazy = as_stored(sample_of(spec, [], p.ingest, clip))
         cut = choose_windows(lazy.num_frames, len(lazy.melspec), num_frames=icfg.num_frames, clip_seconds=span,
                              frame_stride=icfg.frame_stride, mode="spaced", count=count or 1)
-        starts = [clip.start + w.frames[0] / 25 for w in cut]
+        starts = [clip.start + w.frames[0] / FPS for w in cut]
         yield lazy, [{"start": t, "end": t + span, **_thumbnail(lazy, w)} for t, w in zip(starts, cut)], \
             clip.has_audio
 
