@@ -23,9 +23,11 @@ $(STAMP): pyproject.toml setup.py shards/_jpeg_region.c
 	touch $(STAMP)
 
 test: setup
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 test-fast: setup
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -m "not slow"
 
 demo: setup
