@@ -18,6 +18,7 @@ import orbax.checkpoint as ocp
 from mbt import run_dir
 from mbt.overrides import flatten
 from mbt.train_config import TrainConfig
+from mbt.train_state import init_state
 
 
 class CheckpointError(ValueError):
@@ -81,8 +82,6 @@ class Checkpointer:
 
     def restore_params(self, step: int | None = None):
         """Only the parameters of a checkpoint (latest by default), for evaluation."""
-        from mbt.train import init_state
-
         step = self.manager.latest_step() if step is None else step
         if step is None:
             raise CheckpointError(f"{self.workdir}: no checkpoint to evaluate; train first (mbt train)")

@@ -19,14 +19,14 @@ import signal
 import time
 from typing import Any
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
 
 from mbt.config import ModelConfig
-from mbt.model import MBT, init_params
+from mbt.model import MBT
 from mbt.train_config import TrainConfig, with_num_classes
+from mbt.train_state import TrainState, init_state, learning_rate, make_optimizer
 from shards import storage
 
 
@@ -35,25 +35,8 @@ class TrainError(RuntimeError):
 
 
 # ---------------------------------------------------------------------------------------------------
-# Optimiser and loss.
+# The loss (the optimiser and the state: mbt.train_state).
 # ---------------------------------------------------------------------------------------------------
-def learning_rate(cfg: TrainConfig, total_steps: int, steps_per_epoch: int) -> optax.Schedule:
-    """Linear warm-up then cosine decay to 0; the peak is base_lr scaled by batch / 64."""
-    peak = cfg.optim.base_lr * cfg.input.batch_size / 64
-    warmup = max(1, min(int(round(cfg.optim.warmup_epochs * steps_per_epoch)), total_steps - 1))
-    return optax.warmup_cosine_decay_schedule(0.0, peak, warmup, max(total_steps, warmup + 1))
-
-
-def make_optimizer(cfg: TrainConfig, total_steps: int, steps_per_epoch: int) -> optax.GradientTransformation:
-    parts = []
-    if cfg.optim.grad_clip:
-        parts.append(optax.clip_by_global_norm(cfg.optim.grad_clip))
-    if cfg.optim.weight_decay:
-        parts.append(optax.add_decayed_weights(cfg.optim.weight_decay))
-    parts.append(optax.sgd(learning_rate(cfg, total_steps, steps_per_epoch), momentum=cfg.optim.momentum))
-    return optax.chain(*parts)
-
-
 def soft_targets(batch: dict, model: ModelConfig, smoothing: float) -> Any:
     """Targets as probabilities (so that mixup can blend them): [B, C], or {verb, noun} for EPIC."""
     def one_hot(labels, n):
@@ -112,12 +95,6 @@ def loss_fn(params, batch: dict, rng: jax.Array, cfg: TrainConfig):
 # ---------------------------------------------------------------------------------------------------
 # The update step.
 # ---------------------------------------------------------------------------------------------------
-class TrainState(flax.struct.PyTreeNode):
-    step: jax.Array
-    params: Any
-    opt_state: Any
-
-
 @functools.partial(jax.jit, static_argnames=("cfg", "total_steps", "steps_per_epoch"), donate_argnums=(0,))
 def train_step(state: TrainState, batch: dict, rng: jax.Array, *, cfg: TrainConfig, total_steps: int,
                steps_per_epoch: int) -> tuple[TrainState, dict]:
@@ -131,19 +108,6 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, cfg: TrainConf
                "grad_norm": optax.global_norm(grads), "param_norm": optax.global_norm(params),
                "update_norm": optax.global_norm(updates)}
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
-
-
-def init_state(cfg: TrainConfig, total_steps: int, steps_per_epoch: int, rng: int) -> TrainState:
-    """Fresh parameters (or a ViT checkpoint in both streams) and optimiser state."""
-    # RBG keys: the same parameters for the same seed, and a several times faster compile on CPU
-    # than threefry for the init program.
-    params = init_params(cfg.model, jax.random.key(rng, impl="unsafe_rbg"))["params"]
-    if cfg.run.vit_checkpoint:
-        from mbt.vit_checkpoint import init_from_vit
-
-        params = init_from_vit({"params": params}, cfg.run.vit_checkpoint, cfg.model)["params"]
-    opt_state = make_optimizer(cfg, total_steps, steps_per_epoch).init(params)
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state)
 
 
 # ---------------------------------------------------------------------------------------------------

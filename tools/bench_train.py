@@ -93,7 +93,8 @@ def bench_tiny(args, device, peak) -> None:
     import jax
 
     from mbt.input import data_mesh, device_batches
-    from mbt.train import init_state, plan_run
+    from mbt.train import plan_run
+    from mbt.train_state import init_state
     from mbt.train_config import get_config
     from shards.stream import make_input
 
@@ -169,7 +170,7 @@ def bench_b16(args, device, peak) -> None:
     import jax.numpy as jnp
     import numpy as np
 
-    from mbt.train import TrainState, init_state, make_optimizer
+    from mbt.train_state import TrainState, init_state, make_optimizer
     from mbt.train_config import get_config
 
     cpu = device.platform == "cpu"
