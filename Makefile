@@ -11,9 +11,9 @@ DEMO_OUT ?= demo_out
 setup: $(STAMP)
 
 # Reinstall when the pins or the C extension change. torch==2.13.0 resolves to the CPU build on this
-# machine's disk. setup.py builds shards._jpeg_region against the system's libjpeg-turbo headers
+# machine's disk. setup.py builds shards.format._jpeg_region against the system's libjpeg-turbo headers
 # (Debian/Ubuntu: libjpeg-dev) where they exist; without them the input decodes whole frames.
-$(STAMP): pyproject.toml setup.py shards/_jpeg_region.c
+$(STAMP): pyproject.toml setup.py shards/format/_jpeg_region.c
 	@command -v $(PY) >/dev/null 2>&1 || { echo "need $(PY) (Python 3.11) on PATH"; exit 1; }
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip

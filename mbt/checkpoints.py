@@ -17,12 +17,10 @@ import orbax.checkpoint as ocp
 
 from mbt import run_dir
 from mbt.overrides import flatten
+from mbt.run_dir import CheckpointError
 from mbt.train_config import TrainConfig
-from mbt.train_state import init_state
 
-
-class CheckpointError(ValueError):
-    """A checkpoint that does not fit this run; the message names the differing fields or parameters."""
+__all__ = ["Checkpointer", "CheckpointError", "config_dict"]
 
 
 def config_dict(cfg: TrainConfig) -> dict[str, Any]:
@@ -32,18 +30,13 @@ def config_dict(cfg: TrainConfig) -> dict[str, Any]:
 class Checkpointer:
     """Save / restore TrainState + input state under WORKDIR/checkpoints, keeping the newest `keep`.
 
-    WORKDIR may be a URL (mbt.run_dir). read_only: for evaluation, which must not touch the run."""
+    WORKDIR may be a URL (mbt.run_dir). Evaluation restores read-only through mbt.run_dir.load_run."""
 
-    def __init__(self, workdir: str, cfg: TrainConfig, keep: int = 3, read_only: bool = False):
+    def __init__(self, workdir: str, cfg: TrainConfig, keep: int = 3):
         self.workdir = workdir
         self.cfg = cfg
-        run_dir.use_store_backends()
-        if not read_only:
-            self._check_config(cfg)
-        options = (ocp.CheckpointManagerOptions(read_only=True, create=False, max_to_keep=None,
-                                                save_interval_steps=0) if read_only else
-                   ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
-        self.manager = ocp.CheckpointManager(run_dir.checkpoint_dir(workdir), options=options)
+        self._check_config(cfg)
+        self.manager = run_dir.checkpoint_manager(workdir, keep=keep)
 
     def _check_config(self, cfg: TrainConfig) -> None:
         """A run directory belongs to one model: refuse to resume with another model config."""
@@ -79,18 +72,6 @@ class Checkpointer:
     def save(self, step: int, state, input_state: dict | None) -> None:
         self.manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state), input=ocp.args.JsonSave(input_state or {})), force=True)
-
-    def restore_params(self, step: int | None = None):
-        """Only the parameters of a checkpoint (latest by default), for evaluation."""
-        step = self.manager.latest_step() if step is None else step
-        if step is None:
-            raise CheckpointError(f"{self.workdir}: no checkpoint to evaluate; train first (mbt train)")
-        # The target says where the arrays go now (this process's devices), whatever topology wrote them.
-        here = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-        target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=here),
-                              jax.eval_shape(lambda: init_state(self.cfg, 2, 1, 0)))
-        restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
-        return restored.state.params, step
 
     def close(self) -> None:
         self.manager.wait_until_finished()

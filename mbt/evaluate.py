@@ -28,7 +28,7 @@ def logits_of(params, inputs: dict, cfg) -> dict:
 def predict(cfg: TrainConfig, params, data: str, split: str, *, test_windows: int | None = None,
             batch_size: int | None = None) -> dict[str, Any]:
     """Per clip: logits of each modality averaged over its windows, and the clip's labels."""
-    from shards.stream import make_input
+    from shards.input import make_input
 
     icfg = dataclasses.replace(cfg.input, test_windows=test_windows or cfg.input.test_windows,
                                batch_size=batch_size or cfg.input.batch_size, num_workers=0,

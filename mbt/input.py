@@ -1,4 +1,4 @@
-"""The device feed: host batches from shards.stream -> global jax.Arrays sharded over the mesh's batch axis.
+"""The device feed: host batches from shards.input -> global jax.Arrays sharded over the mesh's batch axis.
 
     feed = device_batches(make_input(...), mesh)       # mesh has a "data" axis
     for batch in feed:                                 # batch["rgb"]: jax.Array [global B, F, H, W, 3]
@@ -53,7 +53,7 @@ def to_global(batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str
 
 @jax.jit
 def _normalize_rgb(rgb: jax.Array) -> jax.Array:
-    from shards.augment import rgb_affine
+    from shards.input.augment import rgb_affine
 
     scale, offset = rgb_affine()
     return rgb.astype(np.float32) * scale + offset  # elementwise: keeps the batch sharding
@@ -99,7 +99,7 @@ class DeviceFeed:
 
 def device_batches(batches: Iterable[dict[str, np.ndarray]], mesh: Mesh, *, axis: str = "data",
                    prefetch: int = 2) -> DeviceFeed:
-    """Feed host batches (e.g. shards.stream.make_input) onto `mesh`, batch dimension over `axis`."""
+    """Feed host batches (e.g. shards.input.make_input) onto `mesh`, batch dimension over `axis`."""
     return DeviceFeed(batches, mesh, axis=axis, prefetch=prefetch)
 
 

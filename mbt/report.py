@@ -53,7 +53,8 @@ def write_report(workdir: str, data: str, split: str = "validation", *, out: str
     """Evaluate the run's latest checkpoint on `data`/`split` and write the report; returns the summary."""
     from mbt.evaluate import predict
     from mbt.run_dir import load_run
-    from shards import source, storage
+    from shards.format import storage
+    from shards.input import source
 
     out = out or storage.join(workdir, "report")
     if storage.is_url(out):  # drawn here, then uploaded file by file
@@ -276,8 +277,8 @@ def plot_attention(frames: np.ndarray, maps: dict[str, np.ndarray], path: str, t
 
 
 def unnormalize(rgb: np.ndarray, imagenet: bool = True) -> np.ndarray:
-    """The input's normalised float frames back to uint8 for display (inverse of shards.augment)."""
-    from shards.augment import IMAGENET_MEAN, IMAGENET_STD
+    """The input's normalised float frames back to uint8 for display (inverse of shards.input.augment)."""
+    from shards.input.augment import IMAGENET_MEAN, IMAGENET_STD
 
     x = rgb * IMAGENET_STD + IMAGENET_MEAN if imagenet else rgb
     return np.clip(np.round(x * 255), 0, 255).astype(np.uint8)
@@ -295,7 +296,7 @@ def _pick_clips(cfg: TrainConfig, data: str, split: str, n: int) -> list[dict]:
     (at most max(8n, 64) are looked at), then any."""
     import dataclasses
 
-    from shards.stream import make_input
+    from shards.input import make_input
 
     icfg = dataclasses.replace(cfg.input, test_windows=1, num_workers=0, batch_size=max(n, 1),
                                rgb_uint8=False)  # numpy straight into the model: normalised here

@@ -10,7 +10,7 @@ import tempfile
 import time
 from typing import Any
 
-from shards import storage
+from shards.format import storage
 
 
 class MetricWriter:

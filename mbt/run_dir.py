@@ -10,7 +10,7 @@
     cfg = read_config("gs://B/runs/as")
     cfg, params, step = load_run("runs/tiny")          # for eval, report and predict: read-only
 
-Everything here goes through shards.storage. Orbax reaches a bucket through etils.epath (its file
+Everything here goes through shards.format.storage. Orbax reaches a bucket through etils.epath (its file
 operations) and tensorstore (its arrays); `use_store_backends` points both where the project's own
 reads go (see there).
 """
@@ -22,7 +22,7 @@ import json
 import os
 from typing import Any
 
-from shards import storage
+from shards.format import storage
 
 CONFIG = "config.json"
 DATA = "data.json"
@@ -34,12 +34,16 @@ class RunDirError(FileNotFoundError):
     """Not a run directory (or not a finished one); the message names it and what to do."""
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that does not fit this run; the message names the differing fields or parameters."""
+
+
 def use_store_backends() -> None:
     """Make orbax's storage calls reach the same GCS endpoint as everything else.
 
     etils.epath picks tf.io.gfile for gs:// whenever TensorFlow is installed, and tf.io.gfile ignores
     STORAGE_EMULATOR_HOST, so on an emulator (or any private endpoint) checkpoints would go to Google;
-    EPATH_USE_TF=false makes epath use fsspec's gcsfs, as shards.storage does. tensorstore reads its
+    EPATH_USE_TF=false makes epath use fsspec's gcsfs, as shards.format.storage does. tensorstore reads its
     endpoint from TENSORSTORE_GCS_HTTP_URL, which follows STORAGE_EMULATOR_HOST unless set. Both are
     only defaults: a user's own setting wins."""
     os.environ.setdefault("EPATH_USE_TF", "false")
@@ -58,9 +62,16 @@ def path(workdir: str, name: str) -> str:
     return storage.join(workdir, name)
 
 
-def checkpoint_dir(workdir: str) -> str:
+def checkpoint_manager(workdir: str, *, keep: int = 3, read_only: bool = False):
+    """orbax's manager of RUN/checkpoints, keeping the newest `keep`; read_only: touches nothing."""
+    import orbax.checkpoint as ocp
+
+    use_store_backends()
     folder = path(workdir, "checkpoints")
-    return folder if storage.is_url(folder) else os.path.abspath(folder)
+    options = (ocp.CheckpointManagerOptions(read_only=True, create=False, max_to_keep=None,
+                                            save_interval_steps=0) if read_only else
+               ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+    return ocp.CheckpointManager(folder if storage.is_url(folder) else os.path.abspath(folder), options=options)
 
 
 def read_config_dict(workdir: str) -> dict[str, Any] | None:
@@ -97,7 +108,7 @@ def read_config(workdir: str):
     """The TrainConfig a run was started with."""
     from mbt.config import ModelConfig
     from mbt.train_config import OptimConfig, RunConfig, TrainConfig
-    from shards.stream import InputConfig
+    from shards.input import InputConfig
 
     d = read_config_dict(workdir)
     if d is None:
@@ -114,12 +125,23 @@ def read_config(workdir: str):
 
 def load_run(workdir: str, step: int | None = None):
     """(config, params, step) of a run's latest (or given) checkpoint, without writing to the run."""
-    from mbt.checkpoints import Checkpointer
+    import jax
+    import orbax.checkpoint as ocp
+
+    from mbt.train_state import init_state
 
     cfg = read_config(workdir)
-    ckpt = Checkpointer(workdir, cfg, read_only=True)
+    manager = checkpoint_manager(workdir, read_only=True)
     try:
-        params, step = ckpt.restore_params(step)
+        step = manager.latest_step() if step is None else step
+        if step is None:
+            raise CheckpointError(f"{workdir}: no checkpoint to evaluate; train first (mbt train)")
+        # The target says where the arrays go now (this process's devices), whatever topology wrote them.
+        here = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=here),
+                              jax.eval_shape(lambda: init_state(cfg, 2, 1, 0)))
+        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
     finally:
-        ckpt.close()
-    return cfg, params, step
+        manager.wait_until_finished()
+        manager.close()
+    return cfg, restored.state.params, step

@@ -27,7 +27,7 @@ from mbt.config import ModelConfig
 from mbt.model import MBT
 from mbt.train_config import TrainConfig, with_num_classes
 from mbt.train_state import TrainState, init_state, learning_rate, make_optimizer
-from shards import storage
+from shards.format import storage
 
 
 class TrainError(RuntimeError):
@@ -126,7 +126,7 @@ class RunPlan:
 
 def plan_run(cfg: TrainConfig, data: str, split: str = "train") -> RunPlan:
     """Resolve the dataset-dependent parts of the config (classes, steps) and check everything fits."""
-    from shards import source
+    from shards.input import source
 
     src = source.resolve(data, split=split, fmt=cfg.input.format)
     index = src.index or {}
@@ -147,7 +147,7 @@ def train(cfg: TrainConfig, data: str, workdir: str, *, eval_data: str | None = 
     from mbt.checkpoints import Checkpointer
     from mbt.input import data_mesh, device_batches
     from mbt.reports import MetricWriter, ProgressLine
-    from shards.stream import make_input
+    from shards.input import make_input
 
     from mbt.distributed import check_same_config
 

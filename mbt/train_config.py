@@ -14,7 +14,7 @@ from typing import Callable
 from mbt import config as model_presets
 from mbt.config import ModelConfig
 from mbt.overrides import OverrideError, apply_overrides
-from shards.stream import InputConfig, audioset_input, epic_input, vggsound_input
+from shards.input import InputConfig, audioset_input, epic_input, vggsound_input
 
 LABELS_FOR_HEAD = {"multilabel": "multi_hot", "multiclass": "class_index", "verb_noun": "verb_noun"}
 

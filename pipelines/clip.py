@@ -7,7 +7,7 @@ from pipelines.decode import DecodedClip, decode_clip
 from pipelines.ffmpeg import DecodeError
 from pipelines.logmel import log_mel
 from pipelines.manifests import ClipSpec
-from shards.schema import Sample
+from shards.format.schema import Sample
 
 __all__ = ["DecodeError", "build_sample", "decode", "sample_of"]
 

@@ -10,9 +10,9 @@ import os
 import re
 from typing import Sequence
 
-from shards.naming import FORMATS, num_shards_for
-from shards.schema import FPS, MelParams
-from shards.storage import is_url
+from shards.format.naming import FORMATS, num_shards_for
+from shards.format.schema import FPS, MelParams
+from shards.format.storage import is_url
 
 
 class IngestError(ValueError):

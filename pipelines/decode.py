@@ -41,10 +41,10 @@ import numpy as np
 from pipelines.ffmpeg import (DecodeError, ExtraOutput, MediaInfo, check_input, classify_failure,
                               ffmpeg_version, input_arg, local_copy, needs_local_copy, parse_info,
                               run_ffmpeg)
-from shards.schema import FPS
+from shards.format.jpeg import jpeg_size, split_jpegs
+from shards.format.schema import FPS
 
-__all__ = ["DecodeError", "DecodedClip", "decode_clip", "slice_clip", "decode_args", "split_jpegs",
-           "jpeg_size", "FPS", "SAMPLE_RATE"]
+__all__ = ["DecodeError", "DecodedClip", "decode_clip", "slice_clip", "decode_args", "FPS", "SAMPLE_RATE"]
 
 SAMPLE_RATE = 16000
 _TRUNCATION_SLACK_FRAMES = 2  # a video this many frames short of a "partial file" is truncated
@@ -210,78 +210,6 @@ def first_audio_time(stderr: str) -> float | None:
     graph's ashowinfo; > 0 when the audio stream starts after the clip start."""
     m = _FIRST_AUDIO_PTS_RE.search(stderr)
     return float(m.group(1)) if m else None
-
-
-# ---------------------------------------------------------------------------------------------------
-# JPEG stream splitting
-# ---------------------------------------------------------------------------------------------------
-
-def _jpeg_end(data: bytes, soi: int) -> int | None:
-    """Index just past the EOI of the JPEG starting at `soi`, walking its marker segments (so bytes in
-    headers or entropy-coded data that look like markers are never mistaken for one); None if cut."""
-    n = len(data)
-    i = soi + 2
-    while True:
-        if i >= n or data[i] != 0xFF:
-            return None  # cut short (or not a JPEG from here on)
-        while i < n and data[i] == 0xFF:  # fill bytes before a marker
-            i += 1
-        if i >= n:
-            return None
-        marker = data[i]
-        i += 1
-        if marker == 0xD9:  # EOI
-            return i
-        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # standalone markers carry no length
-            continue
-        if i + 2 > n:
-            return None
-        i += (data[i] << 8) | data[i + 1]  # segment length includes its own two bytes
-        if marker == 0xDA:  # SOS: entropy-coded data runs to the next marker other than RSTn
-            while True:
-                j = data.find(b"\xff", i)
-                if j < 0 or j + 1 >= n:
-                    return None
-                nxt = data[j + 1]
-                if nxt == 0x00 or 0xD0 <= nxt <= 0xD7:  # stuffed 0xFF, restart marker
-                    i = j + 2
-                elif nxt == 0xFF:  # fill byte; the marker follows
-                    i = j + 1
-                else:
-                    i = j
-                    break
-
-
-def split_jpegs(data: bytes) -> list[bytes]:
-    """Split ffmpeg's image2pipe mjpeg stream into one bytes object per JPEG (a cut-off last one is
-    dropped)."""
-    frames: list[bytes] = []
-    pos = 0
-    while True:
-        soi = data.find(b"\xff\xd8", pos)
-        if soi < 0:
-            return frames
-        end = _jpeg_end(data, soi)
-        if end is None:
-            return frames
-        frames.append(data[soi:end])
-        pos = end
-
-
-def jpeg_size(jpeg: bytes) -> tuple[int, int]:
-    """(width, height) from a JPEG's SOF header, without decoding it."""
-    i = 2
-    while i + 9 < len(jpeg):
-        if jpeg[i] != 0xFF:
-            break
-        marker = jpeg[i + 1]
-        if marker == 0xFF:
-            i += 1
-            continue
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # SOFn
-            return (jpeg[i + 7] << 8) | jpeg[i + 8], (jpeg[i + 5] << 8) | jpeg[i + 6]
-        i += 2 + ((jpeg[i + 2] << 8) | jpeg[i + 3])
-    raise ValueError("no SOF marker in JPEG header")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -462,7 +390,7 @@ def _assemble(path: str, start: float, end: float | None, run, info: MediaInfo |
     else:
         audio_dropped = audio_padded = lead_samples = 0
         audio = np.zeros(n_samples, np.float32)
-    width, height = jpeg_size(frames[0])
+    height, width = jpeg_size(frames[0])
     sw, sh = video.display_size if video is not None else (None, None)
     return DecodedClip(
         frames=frames, audio=audio, has_audio=has_audio, start=float(start), end=float(real_end),

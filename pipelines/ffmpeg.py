@@ -25,7 +25,7 @@ import tempfile
 import time
 from typing import Callable, Iterator, Sequence
 
-from shards.storage import is_url
+from shards.format.storage import is_url
 
 
 class DecodeError(Exception):

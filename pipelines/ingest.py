@@ -41,8 +41,8 @@ from pipelines.shard_io import finalize_dataset, job_generation, write_shard
 from pipelines.split_lock import split_lock
 from pipelines.staging import remove_staged, stage_sample, staging_dir
 from pipelines.stats import DatasetStatsFn, sample_stats
-from shards.naming import assign_shard
-from shards.storage import is_url
+from shards.format.naming import assign_shard
+from shards.format.storage import is_url
 
 NAMESPACE = "ingest"
 
@@ -250,7 +250,7 @@ def launch_options(beam_args: Sequence[str], cfg: IngestConfig) -> tuple[Any, st
     options, runner = beam_options(beam_args, cfg.output)
     check_endpoints(options)
     if is_url(cfg.output):
-        from shards.storage import filesystem
+        from shards.format.storage import filesystem
 
         filesystem(cfg.output)  # a dead storage endpoint: one line now, not minutes of retries
     if runner in LOCAL_RUNNERS:
@@ -309,7 +309,7 @@ def check_complete(summary: dict[str, Any]) -> dict[str, Any]:
 
 def summarize(cfg: IngestConfig, wall_seconds: float) -> dict[str, Any]:
     """The job's summary, read back from the index it wrote (the one source of truth)."""
-    from shards.dataset_index import load_index
+    from shards.format.dataset_index import load_index
 
     index = load_index(cfg.output, cfg.split)
     counts = index["counts"]
@@ -363,7 +363,7 @@ def run_from_args(args: argparse.Namespace, beam_args: list[str]) -> int:
 
 def _user_errors() -> tuple[type[Exception], ...]:
     from pipelines.manifests import ManifestError
-    from shards.schema import SchemaError
+    from shards.format.schema import SchemaError
 
     return (IngestError, ManifestError, SchemaError, FileNotFoundError)
 

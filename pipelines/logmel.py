@@ -8,7 +8,7 @@ samples) gets round(100 d) rows, and row j describes the same instant as frame j
 
 Values: log(mel_power + 1e-6) with librosa's filterbank (librosa.filters.mel; Slaney mel scale and
 area normalisation by default), |STFT|^2 of a periodic Hamming window, n_fft 400. Every parameter
-comes from shards.schema.MelParams, which is stored in each sample's meta and the dataset index.
+comes from shards.format.schema.MelParams, which is stored in each sample's meta and the dataset index.
 
 The STFT is our own strided framing + scipy.fft.rfft in float32 rather than librosa.stft, whose first
 call JIT-compiles numba code (tens of seconds on a busy 2-core machine); here the only first-call
@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 
-from shards.schema import MelParams
+from shards.format.schema import MelParams
 
 __all__ = ["log_mel", "num_rows", "mel_filterbank", "warm_up"]
 

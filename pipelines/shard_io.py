@@ -18,9 +18,9 @@ from typing import Any, Sequence
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from shards.naming import EXTENSIONS, shard_name
-from shards.storage import is_url
 from pipelines.staging import copy_staged, remove_staging, shard_size
+from shards.format.naming import EXTENSIONS, shard_name
+from shards.format.storage import is_url
 
 INDEX_VERSION = 1
 TMP_PREFIX = ".tmp-"

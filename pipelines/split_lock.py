@@ -4,7 +4,7 @@ Two jobs writing one split would remove each other's staged samples and publish 
 fails at once instead, naming the first (host, pid, start time) and how to clear a lock it left. A
 lock whose job is gone (same host, no such process: it was killed) is stale and taken over with a
 notice. The lock is created atomically, on a local disk and in a gs:// bucket alike
-(shards.storage.create_exclusive: O_EXCL, or GCS's ifGenerationMatch=0), so of two jobs started
+(shards.format.storage.create_exclusive: O_EXCL, or GCS's ifGenerationMatch=0), so of two jobs started
 at once exactly one gets it.
 """
 
@@ -22,7 +22,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines.config import IngestError
-from shards import storage
+from shards.format import storage
 
 
 def lock_path(output: str, split: str) -> str:

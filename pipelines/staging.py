@@ -18,8 +18,8 @@ from typing import Any, BinaryIO, Sequence
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from shards.schema import Sample
-from shards.storage import is_url
+from shards.format.schema import Sample
+from shards.format.storage import is_url
 
 STAGING_PREFIX = ".staging-"
 STAGED_SUFFIX = ".sample"
@@ -30,9 +30,9 @@ _RAW = CompressionTypes.UNCOMPRESSED
 def codec(fmt: str):
     """The codec module of a shard format: `sample_bytes(sample)` and `shard_end(written)`."""
     if fmt == "webdataset":
-        from shards import webdataset_codec as module
+        from shards.format import webdataset_codec as module
     else:
-        from shards import tfrecord_codec as module
+        from shards.format import tfrecord_codec as module
     return module
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 
-from shards.schema import NUM_MEL_BINS, Sample
+from shards.format.schema import NUM_MEL_BINS, Sample
 
 
 _SCALE = 1e4  # fixed-point scale of the mel sums

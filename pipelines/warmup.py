@@ -17,7 +17,7 @@ def warm_up() -> dict[str, float]:
 
     from pipelines.ffmpeg import ffmpeg_exe
     from pipelines.logmel import log_mel
-    from shards.schema import MelParams
+    from shards.format.schema import MelParams
 
     audio = np.random.default_rng(0).standard_normal(16000).astype(np.float32)
     p = MelParams()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shards.schema import Sample
+from shards.format.schema import Sample
 
 # The test models are tiny, so XLA's compile time dominates; skip LLVM's expensive passes (here and
 # in the subprocesses tests start, which inherit the environment). Set before JAX is first imported.
@@ -56,13 +56,13 @@ def clip_sample(key: str, seconds: float = 2.0, *, labels: tuple[int, ...] = (0,
 def write_dataset(folder, samples, num_shards: int, formats=("webdataset", "tfrecord"), split: str = "train",
                   classes=CLASSES) -> str:
     """Shards of `samples` (stable key -> shard hash, key order inside) plus SPLIT.index.json, as
-    `mbt ingest` writes them (the fields shards.dataset_index and the training input read)."""
+    `mbt ingest` writes them (the fields shards.format.dataset_index and the training input read)."""
     import json
     import os
 
-    from shards.naming import assign_shard, shard_name
-    from shards.tfrecord_codec import write_tfrecord
-    from shards.webdataset_codec import write_webdataset
+    from shards.format.naming import assign_shard, shard_name
+    from shards.format.tfrecord_codec import write_tfrecord
+    from shards.format.webdataset_codec import write_webdataset
 
     os.makedirs(folder, exist_ok=True)
     groups = [sorted((s for s in samples if assign_shard(s.key, num_shards) == i), key=lambda s: s.key)
@@ -107,7 +107,7 @@ def dataset(tmp_path_factory) -> str:
 @pytest.fixture
 def small_input():
     """An InputConfig for fast tests: 4 frames over 1 s, 32 px crops, batches of 4."""
-    from shards.stream import InputConfig
+    from shards.input import InputConfig
 
     def make(**overrides) -> "InputConfig":
         base = dict(batch_size=4, num_frames=4, clip_seconds=1.0, crop_size=32, shuffle_buffer=6,

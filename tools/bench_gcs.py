@@ -7,7 +7,7 @@ the whole spectrogram window). It reports per sample:
 
 - local: bytes read from disk (this process's /proc/self/io `rchar`: the tar headers, the JSON, the
   spectrogram, and a pread per sampled frame);
-- gs://: bytes and requests of the range reads (shards.storage.RANGE_READS);
+- gs://: bytes and requests of the range reads (shards.format.storage.RANGE_READS);
 - the bound: the bytes the sample's use needs (its JSON, its spectrogram, 8 frames of its mean frame
   size) and, for scale, the whole sample (what a front-to-back reader, e.g. of a TFRecord, fetches).
 
@@ -41,7 +41,7 @@ def _rchar() -> int:
 
 
 def _epoch(spec: str, cfg) -> tuple[list[dict], float]:
-    from shards.stream import make_input
+    from shards.input import make_input
 
     t0 = time.perf_counter()
     batches = list(make_input(spec, cfg, seed=0))
@@ -50,7 +50,7 @@ def _epoch(spec: str, cfg) -> tuple[list[dict], float]:
 
 def needed_bytes(folder: str, frames: int) -> tuple[float, float]:
     """(bytes a sample's use needs, bytes of the whole sample), averaged over the dataset."""
-    from shards.reader import read_shard_lazy
+    from shards.format.reader import read_shard_lazy
 
     need = whole = n = 0
     for name in sorted(os.listdir(folder)):
@@ -71,8 +71,8 @@ def run(args: argparse.Namespace) -> int:
     from pipelines.config import IngestConfig
     from pipelines.ingest import run as ingest
     from pipelines.manifests import read_manifest
-    from shards import storage
-    from shards.stream import InputConfig
+    from shards.format import storage
+    from shards.input import InputConfig
     from tools.gcs_emulator import gcs_emulator
 
     with tempfile.TemporaryDirectory(prefix="mbt-bench-gcs-") as tmp:

@@ -1,11 +1,11 @@
 """`mbt bench input`: the training input against decoding the same JPEGs and nothing else.
 
-The full input as the trainer runs it (shards.stream: read, shuffle, sample 8 frames, decode them,
+The full input as the trainer runs it (shards.input: read, shuffle, sample 8 frames, decode them,
 scale-jitter crop to 224, flip, SpecAugment, batch; RGB shipped as uint8 and normalised on the
 device, or with --rgb-float32 on the host) runs in this process on one thread, and every JPEG it
-decodes is recorded; the bound is the same decoder (shards.sampling.decode_jpeg) decoding exactly
+decodes is recorded; the bound is the same decoder (shards.format.jpeg.decode_jpeg) decoding exactly
 those JPEGs whole, into one reused buffer, and nothing else, right after each batch, so that input
-and bound run under the same load from the machine's neighbours. (Where shards._jpeg_region is built
+and bound run under the same load from the machine's neighbours. (Where shards.format._jpeg_region is built
 the input decodes only each frame's crop box, so it does less decoding than the bound.) Rates are
 per CPU second (this process, and the workers' /proc times), so other load on the machine does not
 count against the input; wall rates are printed beside them. Then the same input runs in 1..N
@@ -54,10 +54,10 @@ def synthesise(folder: str, clips: int, seconds: float = 10.0, width: int = 455,
     import numpy as np
     from PIL import Image
 
-    from shards.naming import shard_name
-    from shards.schema import Sample
-    from shards.tfrecord_codec import write_tfrecord
-    from shards.webdataset_codec import write_webdataset
+    from shards.format.naming import shard_name
+    from shards.format.schema import Sample
+    from shards.format.tfrecord_codec import write_tfrecord
+    from shards.format.webdataset_codec import write_webdataset
 
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:height, 0:width]
@@ -110,7 +110,7 @@ def decode_seconds(frames: list[bytes], decode) -> float:
     """CPU seconds of decoding `frames` whole, one after another into one reused buffer, and nothing else."""
     import numpy as np
 
-    from shards.sampling import jpeg_size
+    from shards.format.jpeg import jpeg_size
 
     need = max(h * w for h, w in map(jpeg_size, frames)) * 3  # (clips may differ in size)
     scratch = _BUFFER.get("scratch")
@@ -125,8 +125,8 @@ def decode_seconds(frames: list[bytes], decode) -> float:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from shards import sampling
-    from shards.stream import InputConfig, make_input
+    from shards.format import jpeg
+    from shards.input import InputConfig, make_input
 
     torch.set_num_threads(1)  # one worker = one core, here as in a DataLoader worker
     tmp = None
@@ -145,8 +145,8 @@ def run(args: argparse.Namespace) -> int:
               f"{'colour jitter, ' if cfg.colour_jitter else ''}SpecAugment, batches of {args.batch_size}, RGB "
               + ("float32, normalised on the host" if args.rgb_float32 else
                  "uint8 (normalised on the device, as the training presets do)"))
-        print("decoder: " + ("libjpeg-turbo, only each frame's crop box (shards._jpeg_region)"
-                             if sampling._region_decoder() else "simplejpeg, whole frames (shards._jpeg_region "
+        print("decoder: " + ("libjpeg-turbo, only each frame's crop box (shards.format._jpeg_region)"
+                             if jpeg._region_decoder() else "simplejpeg, whole frames (shards.format._jpeg_region "
                              "was not built)"))
 
         # --- the full input on one core, recording the JPEGs each batch decodes; each batch is followed
@@ -154,11 +154,11 @@ def run(args: argparse.Namespace) -> int:
         # nothing else), so the two are measured under the same load from the VM's neighbours, to within
         # a batch; the median of the rounds is reported.
         decoded: list[bytes] = []
-        real = sampling.decode_jpeg
+        real = jpeg.decode_jpeg
         it = make_input(spec, cfg, split=args.split, seed=0, process_index=0, process_count=1)
         next(it), next(it)  # warm up: imports, first shard reads
         rounds, recorded = [], []
-        sampling.decode_jpeg = lambda data, **kw: (decoded.append(data), real(data, **kw))[1]
+        jpeg.decode_jpeg = lambda data, **kw: (decoded.append(data), real(data, **kw))[1]
         try:  # (the bound calls `real`, so it records nothing)
             for _ in range(args.rounds):
                 frames: list[bytes] = []  # what this round's batches decoded
@@ -177,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
                 rounds.append((bound_cpu / input_cpu, n / input_cpu, n / bound_cpu, n / input_wall))
                 recorded.append((frames, n))
         finally:
-            sampling.decode_jpeg = real
+            jpeg.decode_jpeg = real
         ratio, full, bound, wall = sorted(rounds)[len(rounds) // 2]
         print(f"rates per CPU second (one thread; robust to other load on the machine; median of {args.rounds} "
               f"rounds, ratios {', '.join(f'{r[0]:.2f}' for r in rounds)}):")

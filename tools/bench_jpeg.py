@@ -74,13 +74,13 @@ def _psnr(jpegs: list[bytes], raw: np.ndarray, h: int, w: int) -> tuple[float, f
 def run(args: argparse.Namespace) -> int:
     import simplejpeg
 
-    from pipelines.decode import jpeg_size, split_jpegs
+    from shards.format.jpeg import jpeg_size, split_jpegs
 
     _frames(args.source, ["-frames:v", "50", "-f", "null", "-"])  # warm the page cache and the binary
     mjpeg, mjpeg_cpu = _frames(args.source, ["-c:v", "mjpeg", "-q:v", str(args.mjpeg_q), "-threads", "1",
                                               "-f", "image2pipe", "pipe:1"])
     jpegs = split_jpegs(mjpeg)
-    w, h = jpeg_size(jpegs[0])
+    h, w = jpeg_size(jpegs[0])
     raw_bytes, raw_cpu = _frames(args.source, ["-c:v", "rawvideo", "-pix_fmt", "yuvj420p", "-threads", "1",
                                                "-f", "rawvideo", "pipe:1"])
     size = h * w * 3 // 2

@@ -59,7 +59,7 @@ def bench(preset: str, source: str, windows: int | None, peak: float) -> list[st
     from pipelines.ffmpeg import probe
     from pipelines.logmel import log_mel
     from pipelines.manifests import ClipSpec
-    from shards.memory_input import as_stored, eval_batches
+    from shards.input.memory_input import as_stored, eval_batches
     from tools.predict import Predictor, Video, predict, window_starts
 
     cfg = get_config(preset, ["model.num_classes=527"] if preset == "tiny" else [])

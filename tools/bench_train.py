@@ -4,7 +4,7 @@ FLOPs per step are XLA's cost analysis of the compiled `mbt.train.train_step` (f
 the SGD update, as it runs); achieved FLOP/s is that over the measured step time, and MFU that over the
 chip's peak where it is known (dense bf16, per chip: KNOWN_PEAKS; a CPU's is not, so no MFU there).
 
-- tiny: the `tiny` preset on real batches from shards.stream (the demo data, or shards synthesised
+- tiny: the `tiny` preset on real batches from shards.input (the demo data, or shards synthesised
   here), three ways in the same run: the trainer's loop (input + step), the step alone on one batch held
   in memory, and the input alone. The time spent waiting in `next(batches)` is printed: when the loop's
   step time matches the step alone, the input is not the bottleneck.
@@ -94,9 +94,9 @@ def bench_tiny(args, device, peak) -> None:
 
     from mbt.input import data_mesh, device_batches
     from mbt.train import plan_run
-    from mbt.train_state import init_state
     from mbt.train_config import get_config
-    from shards.stream import make_input
+    from mbt.train_state import init_state
+    from shards.input import make_input
 
     spec, tmp = args.data, None
     if spec is None and os.path.exists(os.path.join("demo_out", "shards", "train.index.json")):
@@ -170,8 +170,8 @@ def bench_b16(args, device, peak) -> None:
     import jax.numpy as jnp
     import numpy as np
 
-    from mbt.train_state import TrainState, init_state, make_optimizer
     from mbt.train_config import get_config
+    from mbt.train_state import TrainState, init_state, make_optimizer
 
     cpu = device.platform == "cpu"
     mode = args.b16 if args.b16 != "auto" else ("compile" if cpu else "step")

@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     report_cmd.add_parser(sub)
     predict_cmd.add_parser(sub)
     table1.add_parser(sub)
+    parser.set_defaults(mbt=main)  # the command itself, for those that run others (demo), without an import circle
     return parser
 
 
@@ -39,9 +40,9 @@ def user_errors() -> tuple[type[Exception], ...]:
     """Errors a user can cause and fix: printed as one line, never as a traceback."""
     from pipelines.config import IngestError
     from pipelines.manifests import ManifestError
-    from shards.errors import ShardError
-    from shards.schema import SchemaError
-    from shards.storage import StorageError
+    from shards.format.errors import ShardError
+    from shards.format.schema import SchemaError
+    from shards.format.storage import StorageError
 
     errors = [IngestError, ManifestError, ShardError, SchemaError, StorageError, FileNotFoundError, UsageError]
     try:  # the model side's errors, when JAX is installed (the `train` extra)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from shards.dataset_index import list_splits, load_index, read_failures, shard_paths
-from shards.errors import ShardError
+from shards.format.dataset_index import list_splits, load_index, read_failures, shard_paths
+from shards.format.errors import ShardError
 
 
 def dataset_stats(folder: str, splits: list[str] | None = None) -> list[dict[str, Any]]:
@@ -72,7 +72,7 @@ def validate_dataset(folder: str, splits: list[str] | None = None) -> Validation
     input's decoder and check labels against the vocabulary, going on past bad samples to report each;
     check counts against the index. FileNotFoundError for a folder without a dataset; a split whose
     listed shards are missing or changed is a ShardError (as for every reader)."""
-    from shards.reader import read_shard
+    from shards.format.reader import read_shard
 
     names = splits or list_splits(folder)
     if not names:
@@ -108,7 +108,7 @@ def validate_dataset(folder: str, splits: list[str] | None = None) -> Validation
 def sample_problems(sample, classes: list[str], path: str) -> list[str]:
     """What would make the training input skip `sample`: a frame its decoder can't decode (or of
     another size than the first), a label outside the vocabulary."""
-    from shards.sampling import decode_jpeg, jpeg_size
+    from shards.format.jpeg import decode_jpeg, jpeg_size
 
     problems, bad, first_error = [], [], None
     size = None

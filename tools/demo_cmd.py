@@ -51,7 +51,7 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
     from pipelines.config import IngestConfig
     from pipelines.ingest import format_summary, run as ingest
     from pipelines.manifests import read_manifest
-    from shards.dataset_index import load_index, shard_paths
+    from shards.format.dataset_index import load_index, shard_paths
     from tools import inspect_sample
     from tools.dataset_report import dataset_stats, format_stats, validate_dataset
     from tools.demo_data import make_demo_videos
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
         return 0
 
     print("== 5/5 training the tiny preset, evaluating, reporting, predicting on a real clip")
-    from tools.cli import main as mbt
+    mbt = args.mbt  # tools.cli.main, handed over by the parser
 
     run_dir = str(out / "runs" / "tiny")
     steps = [*overrides]

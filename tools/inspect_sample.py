@@ -8,13 +8,13 @@ from typing import Any
 
 import numpy as np
 
-from shards.errors import ShardError
-from shards.schema import FPS, MEL_ROWS_PER_SECOND, Sample
+from shards.format.errors import ShardError
+from shards.format.schema import FPS, MEL_ROWS_PER_SECOND, Sample
 
 
 def find_sample(path: str, index: int | None = None, key: str | None = None) -> Sample:
     """Sample number `index` (default 0) or the one with `key`, from a .tar or .tfrecord shard."""
-    from shards.reader import read_shard
+    from shards.format.reader import read_shard
 
     for i, sample in enumerate(read_shard(path)):
         if (key is not None and sample.key == key) or (key is None and i == (index or 0)):
@@ -24,16 +24,16 @@ def find_sample(path: str, index: int | None = None, key: str | None = None) -> 
 
 
 def list_keys(path: str) -> list[str]:
-    from shards.reader import read_shard
+    from shards.format.reader import read_shard
 
     return [s.key for s in read_shard(path)]
 
 
 def describe(sample: Sample) -> str:
     """A few lines a person can read: key, labels, duration, frames, spectrogram, meta."""
-    from pipelines.decode import jpeg_size  # reads the SOF header; nothing is decoded
+    from shards.format.jpeg import jpeg_size  # reads the header; nothing is decoded
 
-    w, h = jpeg_size(sample.frames[0]) if sample.frames else (0, 0)
+    h, w = jpeg_size(sample.frames[0]) if sample.frames else (0, 0)
     mel = sample.melspec
     labels = ", ".join(f"{i} {t!r}" for i, t in zip(sample.labels, sample.label_text)) or "(none)"
     extra = "".join(f"\n{name:<10} {v}" for name, v in (("verb", sample.verb), ("noun", sample.noun))

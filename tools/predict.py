@@ -6,7 +6,7 @@ Each video (a file, every video of a folder, or each row of a manifest: its [sta
 the model's windows of t = input.clip_seconds seconds, slid by `stride` (default t) on the 25 fps
 grid. Every window is decoded as `mbt ingest` decodes a clip of [s, s + t) (the same ffmpeg arguments
 and JPEG encoding, the same log-mel: pipelines.clip), goes through the shard encoding in memory
-(shards.memory_input.as_stored), and through the evaluation half of the input (centred crop,
+(shards.input.memory_input.as_stored), and through the evaluation half of the input (centred crop,
 normalisation with the training data's mel statistics). So a window's logits equal those `mbt eval`
 gives for that clip ingested into shards. With `windows=N` a video is instead decoded whole and read
 at N evenly spaced windows, as `mbt eval --test-windows N` reads a clip.
@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from pipelines.ffmpeg import DecodeError
-from shards.schema import FPS
+from shards.format.schema import FPS
 
 MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl")
 
@@ -67,7 +67,7 @@ def videos_of(inputs: list[str], on_failure: Callable[[str, str, str], None]) ->
     a bad row goes to on_failure(what, reason, detail))."""
     from pipelines.manifests import ManifestError, read_manifest
     from pipelines.manifests.folder import VIDEO_EXTENSIONS
-    from shards.storage import is_url
+    from shards.format.storage import is_url
 
     videos: list[Video] = []
     for item in inputs:
@@ -107,11 +107,11 @@ def load_predictor(workdir: str, data: str | None = None, split: str = "train") 
     """The run's latest checkpoint and preprocessing (RUN/data.json, or the index of `data`)."""
     from mbt.run_dir import load_run, read_data_record
     from pipelines.config import IngestConfig
-    from shards.schema import MelParams
-    from shards.stream import mel_statistics
+    from shards.format.schema import MelParams
+    from shards.input import mel_statistics
 
     if data is not None:
-        from shards.dataset_index import load_index
+        from shards.format.dataset_index import load_index
 
         record, where = load_index(data, split), f"the index of {data}"
     else:
@@ -154,7 +154,7 @@ def predict(p: Predictor, videos: list[Video], *, stride: float | None = None, w
     import jax
 
     from mbt.evaluate import logits_of
-    from shards.memory_input import eval_batches
+    from shards.input.memory_input import eval_batches
 
     span = p.cfg.input.clip_seconds
     icfg = dataclasses.replace(p.cfg.input, test_windows=windows or 1, labels="multi_hot", rgb_uint8=False,
@@ -197,7 +197,7 @@ def predict(p: Predictor, videos: list[Video], *, stride: float | None = None, w
 def _samples(p: Predictor, v: Video, key: str, span: float, stride: float, count: int | None):
     """(stored sample, [{start s, end s, thumbnail} of each window it gives], has audio) for
     `v`: a sample per window of `span` s slid by `stride`, or (count=N) one sample of the whole video
-    read at N evenly spaced windows (shards.sampling.choose_windows, as evaluation reads a clip)."""
+    read at N evenly spaced windows (shards.input.sampling.choose_windows, as evaluation reads a clip)."""
     from pipelines.ffmpeg import local_copy, needs_local_copy
 
     # a video in a bucket is copied here once (ffmpeg can't read gs://), and serves all its windows
@@ -212,8 +212,8 @@ def _cut(p: Predictor, v: Video, local: str, key: str, span: float, stride: floa
     from pipelines.clip import decode, sample_of
     from pipelines.ffmpeg import probe
     from pipelines.manifests import ClipSpec
-    from shards.memory_input import as_stored
-    from shards.sampling import choose_windows
+    from shards.input.memory_input import as_stored
+    from shards.input.sampling import choose_windows
 
     end = v.end if v.end is not None else probe(local).duration
     if end is None:

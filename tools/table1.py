@@ -24,7 +24,7 @@ import json
 import os
 import time
 
-from shards import storage
+from shards.format import storage
 
 # (directory, what it is, overrides of the tiny preset: 4 layers, L_f = 2, 4 bottlenecks)
 RUNS = (
@@ -56,7 +56,7 @@ def table1(data: str, workdir: str, *, steps: int, runs=RUNS, overrides: list[st
 
     from mbt.train import train
     from mbt.train_config import get_config
-    from shards import source
+    from shards.input import source
 
     source.resolve(eval_data or data, split="validation")  # no validation split: say so before training
     log("\n".join(HEADER))

@@ -20,7 +20,7 @@ from __future__ import annotations
 import csv
 import io
 
-from shards.schema import make_key
+from shards.format.schema import make_key
 
 from pipelines.manifests.spec import (BadRow, ClipSpec, Manifest, ManifestError, RowFailure, ROW_ERRORS,
                                       UNKNOWN_LABEL, build_manifest, check_pattern, check_span, default_root,

@@ -22,7 +22,7 @@ import csv
 import io
 import re
 
-from shards.schema import make_key
+from shards.format.schema import make_key
 
 from pipelines.manifests.spec import (BadRow, ClipSpec, Manifest, ManifestError, RowFailure, ROW_ERRORS,
                                       build_manifest, check_pattern, check_span, default_root, failure,

@@ -24,7 +24,7 @@ import math
 import os
 from typing import Callable
 
-from shards.schema import make_key
+from shards.format.schema import make_key
 
 from pipelines.manifests.spec import (MALFORMED_ROW, PROBE_FAILED, ClipSpec, Manifest, ManifestError,
                                       RowFailure, build_manifest)

@@ -23,7 +23,7 @@ import io
 import json
 import os
 
-from shards.schema import make_key
+from shards.format.schema import make_key
 
 from pipelines.manifests.spec import (BadRow, ClipSpec, Manifest, ManifestError, RowFailure, ROW_ERRORS,
                                       build_manifest, check_span, default_root, failure, is_url,

@@ -17,7 +17,7 @@ import os
 import string
 from typing import Iterable, Mapping, Sequence
 
-from shards.storage import is_url
+from shards.format.storage import is_url
 
 # Why a row did not become a clip (the `reason` of a RowFailure, and a failures.jsonl counter name).
 MALFORMED_ROW = "malformed_row"  # a field is missing, not a number, out of range, or won't fit --pattern
@@ -35,7 +35,7 @@ class ClipSpec:
     """One clip to decode: [start, end) seconds of the video at `path`, with its labels."""
 
     row: int  # 1-based line number of the row in the manifest (folders: 1-based clip number)
-    key: str  # `<video_id>_<start_ms>` (shards.schema.make_key); unique in the manifest
+    key: str  # `<video_id>_<start_ms>` (shards.format.schema.make_key); unique in the manifest
     path: str  # absolute local path, or a URL (gs://, s3://, http://) exactly as given
     start: float  # seconds into the file at `path`
     end: float | None = None  # seconds into the file; None = to the end of the file

@@ -18,7 +18,7 @@ from __future__ import annotations
 import csv
 import io
 
-from shards.schema import make_key
+from shards.format.schema import make_key
 
 from pipelines.manifests.spec import (BadRow, ClipSpec, Manifest, ManifestError, RowFailure, ROW_ERRORS,
                                       build_manifest, check_pattern, default_root, failure, fill_pattern,

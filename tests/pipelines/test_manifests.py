@@ -10,7 +10,7 @@ import pytest
 from pipelines.manifests import (ClipSpec, Manifest, ManifestError, RowFailure, detect_kind, label_indices,
                                  read_audioset, read_classes, read_epic, read_folder, read_generic,
                                  read_manifest, read_vggsound)
-from shards.schema import check_key, make_key
+from shards.format.schema import check_key, make_key
 
 
 def accounted(m: Manifest) -> Manifest:

@@ -10,8 +10,8 @@ import pytest
 from pipelines.config import IngestConfig
 from pipelines.ingest import build_pipeline
 from pipelines.manifests import ClipSpec, read_manifest
-from pipelines.plan import CLIPS_PER_FETCH, spec_from_json, spec_to_json, tasks, write_plan
 from pipelines.manifests.spec import Manifest
+from pipelines.plan import CLIPS_PER_FETCH, spec_from_json, spec_to_json, tasks, write_plan
 
 
 def manifest_of(paths: list[str]) -> Manifest:

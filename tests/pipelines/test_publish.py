@@ -17,9 +17,9 @@ import pytest
 from pipelines.config import IngestConfig
 from pipelines.ingest import run
 from pipelines.manifests import read_manifest
-from shards.dataset_index import load_index, shard_paths
-from shards.errors import ShardError
-from shards.reader import read_shard_lazy
+from shards.format.dataset_index import load_index, shard_paths
+from shards.format.errors import ShardError
+from shards.format.reader import read_shard_lazy
 from tools.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]

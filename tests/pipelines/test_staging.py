@@ -8,8 +8,8 @@ import os
 import pytest
 
 from pipelines.staging import copy_staged, remove_staged, remove_staging, shard_size, stage_sample, staging_dir
-from shards.tfrecord_codec import write_tfrecord
-from shards.webdataset_codec import write_webdataset
+from shards.format.tfrecord_codec import write_tfrecord
+from shards.format.webdataset_codec import write_webdataset
 from tests.conftest import clip_sample
 
 FORMATS = ("webdataset", "tfrecord")

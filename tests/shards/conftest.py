@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shards.schema import Sample
+from shards.format.schema import Sample
 
 
 def jpeg(rng: np.random.Generator, width: int = 24, height: int = 16) -> bytes:

@@ -115,7 +115,7 @@ def test_runs_without_a_record_and_runs_of_other_features_are_one_line_errors(tr
 
 
 def test_a_video_in_a_bucket_is_predicted_as_its_local_file(trained, gcs_bucket):
-    from shards import storage
+    from shards.format import storage
     from tools.predict import Video, load_predictor, predict, videos_of
 
     _, workdir, _ = trained

@@ -1,13 +1,14 @@
-"""shards.sampling: temporal windows, spectrogram windows, padding, decoding only the sampled frames."""
+"""shards.input.sampling: temporal windows, spectrogram windows, padding, decoding only the sampled frames."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from shards import sampling
-from shards.errors import ShardError
-from shards.lazy import LazySample
+from shards.format import jpeg
+from shards.format.errors import ShardError
+from shards.format.lazy import LazySample
+from shards.input import sampling
 
 
 class MemorySample(LazySample):
@@ -92,12 +93,12 @@ def test_sample_windows_cuts_the_right_frames_and_rows(make_clip):
 def decode_centre_window(monkeypatch, clip) -> tuple[dict, list[bytes]]:
     """Sample the centred 4-frame, 1 s window of `clip` and decode it (its centred 42 px box, the exact
     pixels of the 48 px frames); also return every JPEG decoded."""
-    from shards.augment import augment_video
-    from shards.stream import InputConfig
+    from shards.input import InputConfig
+    from shards.input.augment import augment_video
 
     calls = []
-    real = sampling.decode_jpeg
-    monkeypatch.setattr(sampling, "decode_jpeg", lambda data, **kw: calls.append(data) or real(data, **kw))
+    real = jpeg.decode_jpeg
+    monkeypatch.setattr(jpeg, "decode_jpeg", lambda data, **kw: calls.append(data) or real(data, **kw))
     cfg = InputConfig(num_frames=4, clip_seconds=1.0, crop_size=42)
     (ex,) = augment_video(sampling.sample_windows([{"lazy": MemorySample(clip)}], cfg=cfg, training=False, seed=0),
                           cfg=cfg, training=False)
@@ -124,8 +125,8 @@ def test_a_padded_window_decodes_its_repeated_frame_once(monkeypatch, make_clip)
 
 
 def test_bad_samples_go_to_on_error_or_raise(make_clip):
-    from shards.augment import augment_video
-    from shards.stream import InputConfig
+    from shards.input import InputConfig
+    from shards.input.augment import augment_video
 
     clip = make_clip("c_3", seconds=1.0)
     clip.frames[12] = b"\xff\xd8 truncated"  # the centred window samples frames 0, 6, 12, 18

@@ -1,4 +1,4 @@
-"""shards.order on plain lists: shard shuffle, host x worker split, shuffle buffer, saved positions."""
+"""shards.input.order on plain lists: shard shuffle, host x worker split, shuffle buffer, saved positions."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import itertools
 
 import pytest
 
-from shards import order
-from shards.errors import ShardError
+from shards.format.errors import ShardError
+from shards.input import order
 
 
 def shards_of(sizes: list[int]) -> list[list[str]]:

@@ -5,7 +5,7 @@ A spec is one of
 - a dataset folder (with `split`), or the path of a `SPLIT.index.json`: the shards the index lists,
 - a glob: `data/train-*.tfrecord`,
 - a single shard path, or a list of any of the above.
-Paths may be local or URLs, through shards.storage (fsspec: `gs://` with gcsfs, `s3://`, `http://`,
+Paths may be local or URLs, through shards.format.storage (fsspec: `gs://` with gcsfs, `s3://`, `http://`,
 `memory://`). The shards are sorted by name, so the
 `.tar` and `.tfrecord` encodings of a dataset resolve to the same order. When an index lies beside the
 shards (always for `mbt ingest` output), its sample counts, classes and mel statistics come along.
@@ -20,11 +20,11 @@ import os
 import posixpath
 from typing import Any, BinaryIO, Iterator, Sequence
 
-from shards import dataset_index, storage
-from shards.errors import ShardError
-from shards.lazy import LazySample
-from shards.naming import EXTENSIONS, check_format, format_for_path, parse_shard_name
-from shards.storage import is_url
+from shards.format import dataset_index, storage
+from shards.format.errors import ShardError
+from shards.format.lazy import LazySample
+from shards.format.naming import EXTENSIONS, check_format, format_for_path, parse_shard_name
+from shards.format.storage import is_url
 
 _GLOB_CHARS = "*?["
 
@@ -87,7 +87,7 @@ def resolve(spec: str | os.PathLike | Sequence[str | os.PathLike], *, split: str
 
 
 def open_shard(path: str) -> BinaryIO:
-    """Open a shard for sequential reading: local paths directly, URLs through shards.storage."""
+    """Open a shard for sequential reading: local paths directly, URLs through shards.format.storage."""
     if not is_url(path):
         try:
             return open(path, "rb")
@@ -103,8 +103,8 @@ def iter_shard(path: str, fmt: str) -> Iterator[LazySample]:
     """The samples of one shard, lazily decoded. Tar samples missing a member are yielded (and fail
     when read) rather than ending the shard: one bad sample costs one sample. From a local tar, a
     sample's frames are read when asked for, so use each sample before taking the next."""
-    from shards.tfrecord_codec import iter_tfrecord
-    from shards.webdataset_codec import iter_webdataset
+    from shards.format.tfrecord_codec import iter_tfrecord
+    from shards.format.webdataset_codec import iter_webdataset
 
     if fmt == "webdataset" and is_url(path):
         # From a store: range reads, so a sample costs its headers, its spectrogram and the frames

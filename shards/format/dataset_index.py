@@ -1,6 +1,6 @@
 """A dataset on disk: SPLIT.index.json (written last by the ingestion job) and the files it lists.
 
-Paths go through shards.storage (local files; URLs through fsspec, gs:// via gcsfs).
+Paths go through shards.format.storage (local files; URLs through fsspec, gs:// via gcsfs).
 """
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import json
 import os
 from typing import IO, Any, Callable
 
-from shards import storage
-from shards.errors import ShardError
-from shards.storage import is_url, join, open_path
+from shards.format import storage
+from shards.format.errors import ShardError
+from shards.format.storage import is_url, join, open_path
 
 INDEX_SUFFIX = ".index.json"
 

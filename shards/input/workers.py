@@ -1,12 +1,12 @@
 """Loader streams in worker processes (a torch DataLoader), and the shared memory their batches cross.
 
 Each worker makes its batches in a ring of batch slots in shared memory that the main process
-creates once: the video stage writes the pixels straight into a slot (see shards.batching), and the
+creates once: the video stage writes the pixels straight into a slot (see shards.input.batching), and the
 worker sends only the slot's number, the small fields and its state. The main process lends the
 slot to the caller: the batch's arrays view it, and a flag in shared memory gives it back to the
-worker when the last of them is garbage (shards.batching.lend), so a batch crosses the process
+worker when the last of them is garbage (shards.input.batching.lend), so a batch crosses the process
 boundary without a copy and is never overwritten while anything holds it. A caller that keeps more
-than LEASES batches of a worker gets copies of the rest (into a shards.batching.MemoryPool), so the
+than LEASES batches of a worker gets copies of the rest (into a shards.input.batching.MemoryPool), so the
 worker always has a free slot: `prefetch` in flight + LEASES lent + 1. No batch pays for a new
 shared-memory segment and its fresh pages (torch's default, one segment per batch, cost more CPU
 than decoding the JPEGs did).
@@ -19,15 +19,13 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator
 
 import numpy as np
 
-from shards import storage
-from shards.batching import Layout, MemoryPool, batch_arrays, lend
-
-if TYPE_CHECKING:
-    from shards.stream import _Plan
+from shards.format import storage
+from shards.input.batching import Layout, MemoryPool, batch_arrays, lend
+from shards.input.pipeline import Plan, Stream
 
 
 LEASES = 2  # batches per worker the caller may hold in its slots; more are copied out
@@ -36,7 +34,7 @@ LEASES = 2  # batches per worker the caller may hold in its slots; more are copi
 class Ring:
     """The batch slots of every worker of a host, made once in shared memory, and which are free."""
 
-    def __init__(self, plan: "_Plan"):
+    def __init__(self, plan: Plan):
         import torch
 
         workers = plan.streams_per_host
@@ -75,7 +73,7 @@ class Ring:
 
 
 class _WorkerSlots:
-    """In a worker: hands its batcher a free slot of its ring (shards.batching.Allocate)."""
+    """In a worker: hands its batcher a free slot of its ring (shards.input.batching.Allocate)."""
 
     def __init__(self, ring: Ring, local: int):
         self.arrays = [ring.layout.views(block.numpy()) for block in ring.blocks[local]]
@@ -95,7 +93,7 @@ class _WorkerSlots:
         return next(k for k, a in enumerate(self.arrays) if a["rgb"] is batch["rgb"])
 
 
-def make_loader(plan: "_Plan", states: list, first: int, ring: Ring):
+def make_loader(plan: Plan, states: list, first: int, ring: Ring):
     import torch.utils.data
 
     return torch.utils.data.DataLoader(
@@ -117,13 +115,13 @@ def start_method(name: str | None):
         name = "forkserver"
     context = multiprocessing.get_context(name)
     if name == "forkserver":
-        context.set_forkserver_preload(["torch", "numpy", "cv2", "shards.stream", __name__])
+        context.set_forkserver_preload(["torch", "numpy", "cv2", "shards.input.pipeline", __name__])
     return context
 
 
 def worker_error_message(text: str) -> str:
     """The worker's own message out of torch's re-raised text ('Caught ShardError in DataLoader worker
-    process 0. Original Traceback (most recent call last): ... shards.errors.ShardError: MESSAGE')."""
+    process 0. Original Traceback (most recent call last): ... shards.format.errors.ShardError: MESSAGE')."""
     if "Original Traceback" not in text:
         return text
     last = [line for line in text.splitlines() if line.strip()][-1]
@@ -137,13 +135,11 @@ def _identity(x):
 def _stream_dataset_iter(self) -> Iterator[dict]:
     import torch.utils.data
 
-    from shards.stream import _Stream
-
     worker = torch.utils.data.get_worker_info().id
     local = (self.first + worker) % self.plan.streams_per_host
     slots = _WorkerSlots(self.ring, local)
     storage.use_environment(self.env)
-    for batch, state in _Stream(self.plan, local, self.states[local], allocate=slots):
+    for batch, state in Stream(self.plan, local, self.states[local], allocate=slots):
         small = {k: v for k, v in batch.items() if k not in self.ring.layout.places}  # (the rest is in the slot)
         yield {"stream": local, "slot": slots.slot_of(batch), "batch": small, "state": state}
 

@@ -27,10 +27,10 @@ from typing import Any, BinaryIO, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from shards.dataset_index import read_all, read_exact
-from shards.errors import ShardError
-from shards.lazy import LazySample
-from shards.schema import NUM_MEL_BINS, Sample, SchemaError, check_key
+from shards.format.dataset_index import read_all, read_exact
+from shards.format.errors import ShardError
+from shards.format.lazy import LazySample
+from shards.format.schema import NUM_MEL_BINS, Sample, SchemaError, check_key
 
 SUFFIXES = ("json", "mjpeg", "mel.npy")  # every member of a sample is KEY.<one of these>
 MAX_MEMBER_BYTES = 1 << 30  # larger than any clip; a bigger size field means a corrupt header
@@ -176,7 +176,7 @@ class DeferredMember:
 
     def __init__(self, fileobj: BinaryIO, start: int, size: int, shard: str, name: str):
         self.fileobj, self.start, self.size, self.shard, self.name = fileobj, start, size, shard, name
-        # a file of an object store (shards.storage.open_ranged): one ranged GET per slice
+        # a file of an object store (shards.format.storage.open_ranged): one ranged GET per slice
         self.fetch = getattr(getattr(fileobj, "raw", None), "fetch", None)
         self.fetch_ranges = getattr(getattr(fileobj, "raw", None), "fetch_ranges", None)
         try:  # a local file: one pread per slice, the file's position untouched

@@ -11,7 +11,7 @@ import math
 import os
 import re
 
-from shards.schema import check_key
+from shards.format.schema import check_key
 
 FORMATS = ("webdataset", "tfrecord")  # the two encodings, as the CLI's --format names them
 EXTENSIONS = {"webdataset": ".tar", "tfrecord": ".tfrecord"}

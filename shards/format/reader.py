@@ -1,6 +1,6 @@
 """Read a shard of either encoding: `read_shard` for whole samples, `read_shard_lazy` for a loader.
 
-Both take a path (local or a URL, through shards.storage) or an open binary file object (anything with `.read`, e.g. an fsspec or Beam
+Both take a path (local or a URL, through shards.format.storage) or an open binary file object (anything with `.read`, e.g. an fsspec or Beam
 FileSystems stream) and read it front to back once, so they work on non-seekable streams. The format
 comes from the file name (`.tar` -> webdataset, `.tfrecord` -> tfrecord) unless `fmt` is given. The two
 encodings of the same samples read back as equal `Sample`s.
@@ -11,13 +11,13 @@ from __future__ import annotations
 import os
 from typing import BinaryIO, Iterator, Union
 
-from shards import storage
-from shards.errors import ShardError, shard_label
-from shards.lazy import LazySample
-from shards.naming import check_format, format_for_path
-from shards.schema import Sample
-from shards.tfrecord_codec import iter_tfrecord
-from shards.webdataset_codec import iter_webdataset
+from shards.format import storage
+from shards.format.errors import ShardError, shard_label
+from shards.format.lazy import LazySample
+from shards.format.naming import check_format, format_for_path
+from shards.format.schema import Sample
+from shards.format.tfrecord_codec import iter_tfrecord
+from shards.format.webdataset_codec import iter_webdataset
 
 Source = Union[str, os.PathLike, BinaryIO]
 

@@ -12,8 +12,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from shards.errors import ShardError
-from shards.schema import Sample, SchemaError
+from shards.format.errors import ShardError
+from shards.format.schema import Sample, SchemaError
 
 
 class LazySample:

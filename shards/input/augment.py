@@ -1,7 +1,7 @@
 """Augmentation and normalisation of sampled clips: crop, flip, colour jitter, SpecAugment.
 
 Every random choice of an example comes from (seed, what it is for, epoch, key, window) — see
-`shards.order.rng` — so an example is augmented the same way whichever worker, host or encoding
+`shards.input.order.rng` — so an example is augmented the same way whichever worker, host or encoding
 produced it, and switching one augmentation off leaves the others' draws unchanged. One crop box,
 flip and colour transform per clip (all its frames alike), as video models expect.
 
@@ -22,11 +22,12 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import numpy as np
 
-from shards import order, sampling
-from shards.errors import ShardError
+from shards.format import jpeg
+from shards.format.errors import ShardError
+from shards.input import order, sampling
 
 if TYPE_CHECKING:
-    from shards.stream import InputConfig
+    from shards.input.config import InputConfig
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -145,11 +146,11 @@ def augment_video(samples: Iterable[dict], *, cfg: "InputConfig", training: bool
 
     Training: random box (random resized crop or scale jitter), flip, colour jitter, each as the
     config switches them; evaluation: the centred box only. Only the box of each distinct frame is
-    decoded (see shards.sampling.decode_jpeg), once (a padded window repeats its last frame); a JPEG
+    decoded (see shards.format.jpeg.decode_jpeg), once (a padded window repeats its last frame); a JPEG
     that does not decode, or frames of different sizes, go to on_error as "bad_jpeg".
 
     `slot()` gives the array each example's frames are written into (its slot in the batch being
-    made, see shards.batching.Batcher): uint8 pixels, or float32 normalised frame by frame while
+    made, see shards.input.batching.Batcher): uint8 pixels, or float32 normalised frame by frame while
     the frame is in the cache (cfg.normalize_rgb: ImageNet mean/std, else x/255). Without it, a new
     uint8 array per example.
     """
@@ -193,14 +194,14 @@ def augment_video(samples: Iterable[dict], *, cfg: "InputConfig", training: bool
 
 def _jpeg_size(ex: dict, j: int, data: bytes) -> tuple[int, int]:
     try:
-        return sampling.jpeg_size(data)
+        return jpeg.jpeg_size(data)
     except Exception as e:
         raise _not_a_jpeg(ex, j, e) from None
 
 
 def _decode(ex: dict, j: int, data: bytes, scratch: np.ndarray, box: tuple, shape: tuple) -> np.ndarray:
     try:
-        return sampling.decode_jpeg(data, out=scratch, region=box, frame_size=shape)
+        return jpeg.decode_jpeg(data, out=scratch, region=box, frame_size=shape)
     except Exception as e:  # simplejpeg raises ValueError, Pillow OSError, SyntaxError, ...
         raise _not_a_jpeg(ex, j, e) from None
 
@@ -265,8 +266,8 @@ def augment_audio(samples: Iterable[dict], *, cfg: "InputConfig", training: bool
     """Stage: `spectrogram` log-mel float32 [T, 128] -> normalised by the split's mel statistics, then
     (training) SpecAugment masks, which cover with 0: the mean.
 
-    Written into `slot()` (the example's place in the batch being made, see shards.batching.Batcher)
-    when given, else in place (the window is the example's own copy, shards.sampling.cut_spectrogram).
+    Written into `slot()` (the example's place in the batch being made, see shards.input.batching.Batcher)
+    when given, else in place (the window is the example's own copy, shards.input.sampling.cut_spectrogram).
     """
     for ex in samples:
         spec = ex["spectrogram"]

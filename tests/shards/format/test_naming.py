@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from shards.naming import assign_shard, format_for_path, num_shards_for, parse_shard_name, shard_name
+from shards.format.naming import assign_shard, format_for_path, num_shards_for, parse_shard_name, shard_name
 
 
 def test_shard_names():
@@ -42,7 +42,7 @@ def test_assign_shard_is_stable_across_processes_and_roughly_even():
     keys = [f"vid{i}_{i * 1000}" for i in range(4000)]
     here = [assign_shard(k, 16) for k in keys]
     # another interpreter with another hash seed assigns the same shards
-    code = ("from shards.naming import assign_shard; "
+    code = ("from shards.format.naming import assign_shard; "
             "print(assign_shard('vid7_7000', 16), assign_shard('x_0', 1000))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONHASHSEED": "123"}).stdout.split()

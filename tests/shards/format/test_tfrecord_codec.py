@@ -9,10 +9,10 @@ import struct
 import numpy as np
 import pytest
 
-from shards import sequence_example as sx
-from shards.errors import ShardError
-from shards.reader import read_shard
-from shards.tfrecord_codec import (encode_sample, iter_records, iter_tfrecord, masked_crc, write_record,
+from shards.format import sequence_example as sx
+from shards.format.errors import ShardError
+from shards.format.reader import read_shard
+from shards.format.tfrecord_codec import (encode_sample, iter_records, iter_tfrecord, masked_crc, write_record,
                                    write_tfrecord)
 
 tf = pytest.importorskip("tensorflow")

@@ -11,7 +11,7 @@ context
   melspec/num_rows (int64: the spectrogram's true row count, so the reader trims the padding exactly)
 
 Records are framed as TFRecord files are (uint64 length, masked crc32c of it, data, masked crc32c of
-it) with google_crc32c, and the SequenceExample is encoded by `shards.sequence_example`: writing and
+it) with google_crc32c, and the SequenceExample is encoded by `shards.format.sequence_example`: writing and
 reading need no TensorFlow. Reading checks every CRC; a truncated or corrupt record raises ShardError
 naming the shard and the record number.
 """
@@ -26,11 +26,11 @@ from typing import Any, BinaryIO, Iterable, Iterator
 import google_crc32c
 import numpy as np
 
-from shards import sequence_example as sx
-from shards.dataset_index import read_exact
-from shards.errors import ShardError
-from shards.lazy import LazySample
-from shards.schema import MEL_ROWS_PER_SECOND, NUM_MEL_BINS, Sample, SchemaError, check_key
+from shards.format import sequence_example as sx
+from shards.format.dataset_index import read_exact
+from shards.format.errors import ShardError
+from shards.format.lazy import LazySample
+from shards.format.schema import MEL_ROWS_PER_SECOND, NUM_MEL_BINS, Sample, SchemaError, check_key
 
 # Key names. The first group is what DMVR and scenic's MBT read; the rest is ours.
 IMAGE = "image/encoded"

@@ -1,4 +1,4 @@
-"""shards.augment: crops, flip, colour matrix, SpecAugment, normalisation; switches and determinism."""
+"""shards.input.augment: crops, flip, colour matrix, SpecAugment, normalisation; switches and determinism."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shards import augment
+from shards.input import augment
 
 
 def frames(n=4, h=48, w=64, seed=0):

@@ -1,9 +1,9 @@
 """Examples -> fixed-shape batches: the label check, and the batcher that owns each batch's memory.
 
 The batcher hands out the slots of the next example in the batch being made (`slot("rgb")`,
-`slot("spectrogram")`), and the video and audio stages (shards.augment) write that example's frames
+`slot("spectrogram")`), and the video and audio stages (shards.input.augment) write that example's frames
 and normalised spectrogram straight into them: the large arrays are written once, into the memory the
-batch leaves in (in a loader worker, a reused shared-memory slot; see shards.workers). Only the small
+batch leaves in (in a loader worker, a reused shared-memory slot; see shards.input.workers). Only the small
 fields are collated when the batch is full.
 """
 
@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import numpy as np
 
-from shards import augment, sampling
-from shards.errors import ShardError
-from shards.schema import NUM_MEL_BINS
+from shards.format.errors import ShardError
+from shards.format.schema import NUM_MEL_BINS
+from shards.input import augment, sampling
 
 if TYPE_CHECKING:
-    from shards.stream import InputConfig
+    from shards.input.config import InputConfig
 
 # allocate(cfg-shaped arrays) -> {"rgb": [B, F, S, S, 3], "spectrogram": [B, 100 t, 128]} of one batch
 Allocate = Callable[[], dict[str, np.ndarray]]

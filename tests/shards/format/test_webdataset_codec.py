@@ -9,10 +9,10 @@ import tarfile
 import numpy as np
 import pytest
 
-from shards.errors import ShardError
-from shards.reader import read_shard, read_shard_lazy
-from shards.schema import SchemaError, check_key, make_key
-from shards.webdataset_codec import encode_members, iter_webdataset, write_webdataset
+from shards.format.errors import ShardError
+from shards.format.reader import read_shard, read_shard_lazy
+from shards.format.schema import SchemaError, check_key, make_key
+from shards.format.webdataset_codec import encode_members, iter_webdataset, write_webdataset
 
 
 def tar_bytes(samples) -> bytes:

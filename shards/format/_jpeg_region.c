@@ -7,8 +7,8 @@
  * (accurate integer DCT, fancy upsampling, RGB out), which tests/shards/test_jpeg_decode.py checks.
  *
  * Strict: a libjpeg warning (corrupt or truncated data) is an error, as an error is; the GIL is
- * released while decoding. Built as the optional extension shards._jpeg_region (setup.py); without
- * it shards.sampling decodes whole frames with simplejpeg.
+ * released while decoding. Built as the optional extension shards.format._jpeg_region (setup.py); without
+ * it shards.input.sampling decodes whole frames with simplejpeg.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

@@ -7,30 +7,28 @@ frames (synchronous) or independently (asynchronous, MBT Fig. 2). Training draws
 evaluation takes the centred one, multi-clip testing N evenly spaced ones. A clip shorter than the
 window is padded — its last frame repeated, silence appended to the spectrogram — and the padding is
 recorded in the example, never a reason to drop it. Only the sampled frames are ever JPEG-decoded
-(by shards.augment.augment_video, straight into their crops).
+(by shards.input.augment.augment_video, straight into their crops).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import io
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import numpy as np
 
-from shards import order
-from shards.errors import ShardError
-from shards.schema import FPS, MEL_ROWS_PER_SECOND, NUM_MEL_BINS, MelParams
+from shards.format.errors import ShardError
+from shards.format.schema import FPS, MEL_ROWS_PER_SECOND, NUM_MEL_BINS, MelParams
+from shards.input import order
 
 if TYPE_CHECKING:
-    from shards.stream import InputConfig
+    from shards.input.config import InputConfig
 
 # log-mel of silence: log(0 + log_offset), what a missing stretch of audio looks like
 SILENCE = float(np.log(MelParams().log_offset))
 ROWS_PER_FRAME = MEL_ROWS_PER_SECOND // FPS  # 4 spectrogram rows per video frame
 
-# on_error(reason, example, exception): count and warn, or raise (see shards.stream.BadInput)
+# on_error(reason, example, exception): count and warn, or raise (see shards.input.pipeline.BadInput)
 OnError = Callable[[str, dict, Exception], None]
 
 
@@ -143,86 +141,6 @@ def sample_windows(samples: Iterable[dict], *, cfg: "InputConfig", training: boo
                    "frames_padded": w.frames_padded, "spectrogram": cut_spectrogram(mel, w),
                    "spec_padded": w.spec_padded, "labels": labels, "verb": verb, "noun": noun,
                    "window": i, "num_windows": len(cut)}
-
-
-def jpeg_size(data: bytes) -> tuple[int, int]:
-    """(height, width) from a JPEG's header, without decoding it; ValueError if it is not a JPEG."""
-    lib = _region_decoder()
-    if lib is not None:
-        return lib.size(data)
-    import simplejpeg
-
-    height, width, _, _ = simplejpeg.decode_jpeg_header(data)
-    return height, width
-
-
-def decode_jpeg(data: bytes, out: np.ndarray | None = None, region: tuple[int, int, int, int] | None = None,
-                frame_size: tuple[int, int] | None = None) -> np.ndarray:
-    """A JPEG, or the `region` (top, left, height, width) of it, as uint8 [h, w, 3] RGB.
-
-    The decoder of the training input and of its benchmark's bound. libjpeg-turbo with Pillow's
-    settings (accurate integer DCT, fancy upsampling: the same pixels), strict: corrupt or
-    truncated data is a ValueError, never grey filler. With `out` (a uint8 array of at least the
-    whole frame's H*W*3 elements, e.g. a reused scratch buffer) the pixels are written there and a
-    view of it is returned (its rows may be strided). `frame_size` (H, W): the size the whole frame
-    must have, else ValueError.
-
-    With the extension shards._jpeg_region (built by `pip install` where the system has
-    libjpeg-turbo's headers) a region costs only what it needs: rows below it are never decoded,
-    rows above it only entropy-decoded, columns beside it not transformed. Without it, simplejpeg
-    decodes the whole frame and the region is a view of it. JPEGs that libjpeg-turbo cannot turn
-    into RGB (CMYK, YCCK) go through Pillow.
-    """
-    if out is None:
-        height, width = jpeg_size(data)
-        out = np.empty(height * width * 3, np.uint8)
-    lib = _region_decoder()
-    if lib is not None:
-        try:
-            *size, rows, row_width, shift = lib.decode(data, *(region or (0, 0, 0, 0)), out.reshape(-1))
-        except NotImplementedError:
-            pass  # CMYK / YCCK: Pillow below
-        else:
-            _check_size(tuple(size), frame_size)
-            frame = out.reshape(-1)[:rows * row_width * 3].reshape(rows, row_width, 3)
-            return frame[:, shift:shift + region[3]] if region else frame
-    frame = _decode_whole(data, out)
-    _check_size(frame.shape[:2], frame_size)
-    if region:
-        top, left, height, width = region
-        if top < 0 or left < 0 or top + height > frame.shape[0] or left + width > frame.shape[1]:
-            raise ValueError(f"region {height}x{width} at ({top}, {left}) lies outside the "
-                             f"{frame.shape[0]}x{frame.shape[1]} frame")
-        return frame[top:top + height, left:left + width]
-    return frame
-
-
-def _decode_whole(data: bytes, out: np.ndarray) -> np.ndarray:
-    import simplejpeg
-
-    height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
-    if colorspace in ("CMYK", "YCCK"):
-        from PIL import Image
-
-        with Image.open(io.BytesIO(data)) as im:
-            return np.asarray(im.convert("RGB"))
-    return simplejpeg.decode_jpeg(data, colorspace="RGB", buffer=out.reshape(-1) if out.size >= height * width * 3
-                                  else None)
-
-
-def _check_size(size: tuple[int, int], expected: tuple[int, int] | None) -> None:
-    if expected is not None and tuple(size) != tuple(expected):
-        raise ValueError(f"the frame is {size[0]}x{size[1]}, the clip's first frame {expected[0]}x{expected[1]}")
-
-
-@functools.cache
-def _region_decoder():
-    """shards._jpeg_region, or None where it was not built (the whole-frame decoder is used)."""
-    try:
-        from shards import _jpeg_region
-    except ImportError:
-        return None
-    return _jpeg_region
 
 
 def _name(lazy) -> str:

@@ -1,4 +1,4 @@
-"""shards.stream end to end on real shards: batches, exactly-once, resume, format parity, bad input."""
+"""shards.input end to end on real shards: batches, exactly-once, resume, format parity, bad input."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import shutil
 import numpy as np
 import pytest
 
-from shards.errors import ShardError
-from shards.stream import BadInputWarning, InputConfig, make_input, tiny_input
+from shards.format.errors import ShardError
+from shards.input import BadInputWarning, InputConfig, make_input, tiny_input
 
 
 def take(it, n):
@@ -48,7 +48,7 @@ def test_batches_have_fixed_shapes_and_types(dataset, small_input):
 
 
 def test_uint8_batches_are_the_float32_ones_before_normalisation(dataset, small_input):
-    from shards.augment import normalize_rgb
+    from shards.input.augment import normalize_rgb
 
     kw = dict(seed=3, process_index=0, process_count=1)
     f32 = take(make_input(dataset, small_input(), **kw), 2)
@@ -160,7 +160,7 @@ def broken(tmp_path, make_clips, make_dataset):
 
 
 def keys_of_shard(path, fmt):
-    from shards.source import iter_shard
+    from shards.input.source import iter_shard
     return [s.key for s in iter_shard(path, fmt)]
 
 
@@ -200,7 +200,7 @@ def test_truncated_shard_skip_counts_and_warns_raise_names_it(broken, small_inpu
 
 
 def test_sample_missing_a_field_skip_and_raise(tmp_path, small_input, make_clips, make_dataset):
-    from shards.webdataset_codec import _member_header, encode_members
+    from shards.format.webdataset_codec import _member_header, encode_members
 
     folder = make_dataset(tmp_path / "missing", make_clips(6), num_shards=1, formats=("webdataset",))
     path = os.path.join(folder, "train-00000-of-00001.tar")
@@ -291,7 +291,7 @@ def test_two_worker_processes_give_the_in_process_batches_and_resume(dataset, sm
 
 @pytest.mark.slow
 def test_worker_batches_are_lent_without_copies_and_never_overwritten_while_held(dataset, small_input):
-    from shards import workers
+    from shards.input import workers
 
     kw = dict(seed=4, process_index=0, process_count=1)
     expected = take(make_input(dataset, small_input(num_workers=1, worker_processes=False), **kw), 12)

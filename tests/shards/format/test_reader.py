@@ -6,11 +6,11 @@ import io
 
 import pytest
 
-from shards.errors import ShardError
-from shards.naming import shard_name
-from shards.reader import read_shard, read_shard_lazy
-from shards.tfrecord_codec import write_tfrecord
-from shards.webdataset_codec import write_webdataset
+from shards.format.errors import ShardError
+from shards.format.naming import shard_name
+from shards.format.reader import read_shard, read_shard_lazy
+from shards.format.tfrecord_codec import write_tfrecord
+from shards.format.webdataset_codec import write_webdataset
 
 WRITERS = {"webdataset": write_webdataset, "tfrecord": write_tfrecord}
 

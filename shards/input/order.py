@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from shards.errors import ShardError
+from shards.format.errors import ShardError
 
 # What a draw is for: the first word after the seed, so the streams of numbers never overlap.
 SHARDS, BUFFER, WINDOW, CROP, FLIP, COLOUR, SPEC = range(1, 8)

@@ -1,11 +1,11 @@
-"""shards.batching: the batcher's slots (pixels written once, in place), padding, and its guard."""
+"""shards.input.batching: the batcher's slots (pixels written once, in place), padding, and its guard."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from shards.batching import Batcher
+from shards.input.batching import Batcher
 
 
 def example(i, rgb):
@@ -71,7 +71,7 @@ def test_a_spectrogram_in_another_examples_slot_raises(small_input):
 
 
 def test_pool_reuses_a_block_only_after_every_array_of_its_batch_is_gone():
-    from shards.batching import MemoryPool
+    from shards.input.batching import MemoryPool
 
     pool = MemoryPool({"rgb": ((2, 3), np.uint8), "spectrogram": ((4, 5), np.float32)})
     a = pool()

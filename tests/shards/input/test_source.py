@@ -1,4 +1,4 @@
-"""shards.source: shard specs (brace, folder + split, index, glob, list, URL) -> ordered shard lists."""
+"""shards.input.source: shard specs (brace, folder + split, index, glob, list, URL) -> ordered shard lists."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from shards import source
-from shards.errors import ShardError
-from shards.webdataset_codec import DeferredMember, _member_header, encode_members
+from shards.format.errors import ShardError
+from shards.format.webdataset_codec import DeferredMember, _member_header, encode_members
+from shards.input import source
 
 
 def names(src) -> list[str]:

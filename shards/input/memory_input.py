@@ -7,7 +7,7 @@ them from shards: for `mbt predict`, which decodes videos itself.
 
 `as_stored` runs a Sample through the webdataset encoding in memory and reads it back, so the
 windows are cut from the very bytes a shard would hold (the JPEG frames as stored, the float32
-spectrogram); `eval_batches` is the evaluation half of shards.stream's pipeline (windows, centred
+spectrogram); `eval_batches` is the evaluation half of shards.input's pipeline (windows, centred
 crop, normalisation, batching with the last batch padded) without the shard reading around it.
 """
 
@@ -17,11 +17,11 @@ import functools
 import io
 from typing import Any, Iterable, Iterator
 
-from shards import augment, sampling
-from shards.batching import Batcher
-from shards.lazy import LazySample
-from shards.schema import Sample
-from shards.webdataset_codec import iter_webdataset, sample_bytes, shard_end
+from shards.format.lazy import LazySample
+from shards.format.schema import Sample
+from shards.format.webdataset_codec import iter_webdataset, sample_bytes, shard_end
+from shards.input import augment, sampling
+from shards.input.batching import Batcher
 
 
 def as_stored(sample: Sample) -> LazySample:

@@ -1,0 +1,1 @@
+"""The dataset format: what a sample is, how shards store it, and how a dataset is laid out and read."""
