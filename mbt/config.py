@@ -1,17 +1,15 @@
-"""The MBT model configuration: one frozen dataclass, a ViT variant table and named presets.
+"""The MBT model configuration: one frozen dataclass and a ViT variant table.
 
 A config is plain data, checked when it is built, so a typo in a preset or on the command line fails
-before any array is allocated:
+before any array is allocated. The named presets are whole training configs (mbt.train_config):
 
-    cfg = get_preset("mbt_base_audioset")
-    cfg = apply_overrides(cfg, ["fusion_layer=4", "modalities=rgb"])
+    cfg = get_config("mbt_base_audioset", ["model.fusion_layer=4", "model.modalities=rgb"]).model
     model = mbt.model.MBT(cfg)
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable
 
 MODALITIES = ("rgb", "spectrogram")  # the order tokens are laid out in everywhere
 FUSIONS = ("bottleneck", "self_attention", "cross_attention", "none")
@@ -38,7 +36,7 @@ class ModelConfig:
     """Everything that decides the MBT model's parameters and computation."""
 
     # Size. `variant` picks depth/width/heads/mlp from VARIANTS; the four overrides below replace one
-    # entry each (None: take the variant's), which is how the `tiny` test model is made.
+    # entry each (None: take the variant's), which is how the `tiny` preset's model is made.
     variant: str = "B/16"
     depth: int | None = None  # number of transformer layers L
     width: int | None = None  # token dimension D
@@ -182,71 +180,3 @@ class ModelConfig:
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise MBTError(f"{name}={value!r}: choose one of {list(choices)}")
-
-
-# ----------------------------------------------------------------------------------------------------
-# Presets. Each is a function so its docstring can say what it reproduces.
-# ----------------------------------------------------------------------------------------------------
-
-
-def tiny() -> ModelConfig:
-    """A 2-layer, width-32 model on 2 frames of 32x32 and 0.64 s of spectrogram: for CPU tests only."""
-    return ModelConfig(
-        variant="Ti/16", depth=2, width=32, num_heads=2, mlp_dim=64,
-        num_frames=2, image_size=32, spectrogram_frames=64,
-        fusion="bottleneck", fusion_layer=1, num_bottlenecks=2, num_classes=5,
-    )  # fmt: skip
-
-
-def mbt_base_audioset() -> ModelConfig:
-    """MBT-B/16 on AudioSet (527 classes, multi-label): bottleneck fusion, B=4, L_f=8, 8 frames + 8 s.
-
-    The paper's AudioSet model (sigmoid/BCE, ImageNet-21k ViT-B/16 init, stochastic depth 0.3). Scenic's
-    released AS-500K checkpoint (52.3 mAP) instead samples 32 frames at stride 2 with 2x16x16 tubelets
-    and GAP: `num_frames=32 rgb_tokenizer=tubelet classifier=gap`.
-    """
-    return ModelConfig(head="multilabel", num_classes=527, stochastic_depth=0.3)
-
-
-def mbt_base_vggsound() -> ModelConfig:
-    """MBT-B/16 on VGGSound (309 classes, softmax): bottleneck fusion, B=4, L_f=8, 8 frames + 8 s."""
-    return ModelConfig(head="multiclass", num_classes=309, stochastic_depth=0.3)
-
-
-def mbt_base_epic() -> ModelConfig:
-    """MBT-B/16 on EPIC-Kitchens-100: verb (97) and noun (300) softmax heads, bottleneck fusion, B=4, L_f=8.
-
-    Action accuracy counts a clip right when both heads are; the input geometry is the AudioSet preset's.
-    """
-    return ModelConfig(head="verb_noun", stochastic_depth=0.3)
-
-
-PRESETS: dict[str, Callable[[], ModelConfig]] = {
-    f.__name__: f for f in (tiny, mbt_base_audioset, mbt_base_vggsound, mbt_base_epic)
-}
-
-
-def get_preset(name: str) -> ModelConfig:
-    """The named preset; MBTError lists the valid names."""
-    if name not in PRESETS:
-        raise MBTError(f"unknown preset {name!r}: choose one of {sorted(PRESETS)}")
-    return PRESETS[name]()
-
-
-# ----------------------------------------------------------------------------------------------------
-# Overrides from the command line: "field=value" strings, typed by the dataclass field.
-# ----------------------------------------------------------------------------------------------------
-
-
-def apply_overrides(config: ModelConfig, overrides: Iterable[str]) -> ModelConfig:
-    """Return `config` with each "field=value" applied (e.g. "fusion_layer=4", "modalities=rgb").
-
-    Values are parsed by the field's type (see mbt.overrides); an unknown field or a bad value raises
-    MBTError listing the valid fields.
-    """
-    from mbt.overrides import OverrideError, apply_overrides as apply
-
-    try:
-        return apply(config, [o.strip().removeprefix("--").removeprefix("model.") for o in overrides])
-    except OverrideError as e:
-        raise MBTError(str(e)) from None

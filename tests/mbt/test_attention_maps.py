@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 
 from mbt.attention_maps import cls_attention_to_rgb, rgb_attention_maps, token_offsets
-from mbt.config import MBTError, tiny
+from mbt.config import MBTError
+from tests.mbt.models import small_model
 
 
 def test_bottleneck_spectrogram_cls_reaches_the_frames_only_by_rollout(random_variables, random_inputs):
     # Every layer fused (frames reach the spectrogram CLS over two bottleneck layers); 4 frames as tubelets.
-    cfg = dataclasses.replace(tiny(), fusion="bottleneck", fusion_layer=0, rgb_tokenizer="tubelet", num_frames=4)
+    cfg = dataclasses.replace(small_model(), fusion="bottleneck", fusion_layer=0, rgb_tokenizer="tubelet", num_frames=4)
     variables, inputs = random_variables(cfg), random_inputs(cfg, batch_size=2)
     for method in ("last", "rollout"):
         maps = cls_attention_to_rgb(cfg, variables, inputs, method)
@@ -40,7 +41,7 @@ def _random_attention(cfg, batch=1, seed=0):
 
 
 def test_rollout_matches_the_full_matrix_product():
-    cfg = dataclasses.replace(tiny(), fusion="self_attention", fusion_layer=0)
+    cfg = dataclasses.replace(small_model(), fusion="self_attention", fusion_layer=0)
     attention = _random_attention(cfg)
     n_all = attention.shape[-1]
     rollout = np.eye(n_all)
@@ -55,7 +56,7 @@ def test_rollout_matches_the_full_matrix_product():
 
 
 def test_gap_models_use_the_mean_of_their_tokens():
-    cfg = dataclasses.replace(tiny(), classifier="gap")  # no CLS tokens
+    cfg = dataclasses.replace(small_model(), classifier="gap")  # no CLS tokens
     attention = _random_attention(cfg, batch=2)
     offsets = token_offsets(cfg)
     maps = rgb_attention_maps(attention, cfg, "last")
@@ -67,6 +68,6 @@ def test_gap_models_use_the_mean_of_their_tokens():
 def test_maps_need_rgb_and_a_known_method():
     attention = jax.numpy.zeros((2, 1, 5, 5))
     with pytest.raises(MBTError, match="rgb"):
-        rgb_attention_maps(attention, dataclasses.replace(tiny(), modalities=("spectrogram",)))
+        rgb_attention_maps(attention, dataclasses.replace(small_model(), modalities=("spectrogram",)))
     with pytest.raises(MBTError, match="rollout"):
-        rgb_attention_maps(attention, tiny(), "mean")
+        rgb_attention_maps(attention, small_model(), "mean")

@@ -1,10 +1,14 @@
-"""ModelConfig: the variant table, presets, validation and command-line overrides."""
+"""ModelConfig: the variant table, validation and command-line overrides; the preset registry."""
 
 import dataclasses
 
 import pytest
 
-from mbt.config import PRESETS, VARIANTS, MBTError, ModelConfig, apply_overrides, get_preset, tiny
+from mbt.config import VARIANTS, MBTError, ModelConfig
+from mbt.overrides import OverrideError, apply_overrides
+from mbt.train_config import PRESETS, TrainConfig, get_config
+from shards.input import InputConfig
+from tests.mbt.models import small_model
 
 
 def test_variant_table_resolves_vit_sizes():
@@ -28,12 +32,12 @@ def test_token_geometry_of_the_paper_setting():
 
 def test_every_preset_builds_and_says_what_it_is():
     for name, make in PRESETS.items():
-        cfg = get_preset(name)
+        cfg = get_config(name)
         assert cfg == make() and make.__doc__
-    assert get_preset("mbt_base_epic").head == "verb_noun"
-    assert get_preset("mbt_base_audioset").variant == "B/16"
-    with pytest.raises(MBTError, match="mbt_base_audioset"):
-        get_preset("mbt_base")
+    assert get_config("mbt_base_epic").model.head == "verb_noun"
+    assert get_config("mbt_base_audioset").model.variant == "B/16"
+    with pytest.raises(OverrideError, match="mbt_base_audioset"):
+        get_config("mbt_base")
 
 
 def test_fused_layers_follows_strategy_and_modalities():
@@ -73,31 +77,31 @@ def test_modalities_are_put_in_canonical_order():
 
 def test_overrides_are_typed_by_the_field():
     cfg = apply_overrides(
-        tiny(),
-        ["fusion_layer=2", "model.share_encoder=true", "modalities=spectrogram, rgb", "dropout=0.1",
-         "depth=None", "fusion=cross_attention"],
-    )  # fmt: skip
+        TrainConfig(model=small_model(), input=InputConfig()),
+        ["model.fusion_layer=2", "--model.share_encoder=true", "model.modalities=spectrogram, rgb",
+         "model.dropout=0.1", "model.depth=None", "model.fusion=cross_attention"],
+    ).model  # fmt: skip
     assert cfg.fusion_layer == 2 and cfg.share_encoder is True and cfg.dropout == 0.1
     assert cfg.modalities == ("rgb", "spectrogram") and cfg.depth is None and cfg.num_layers == 12
     assert cfg.fusion == "cross_attention"
 
 
 def test_override_errors_list_valid_fields():
-    with pytest.raises(MBTError, match="valid fields: variant, depth, width") as e:
-        apply_overrides(tiny(), ["fusion_layers=4"])
+    with pytest.raises(OverrideError, match="valid fields: variant, depth, width") as e:
+        apply_overrides(small_model(), ["fusion_layers=4"])
     assert "fusion_layer" in str(e.value)
-    with pytest.raises(MBTError, match="not a valid int"):
-        apply_overrides(tiny(), ["fusion_layer=four"])
-    with pytest.raises(MBTError, match="boolean"):
-        apply_overrides(tiny(), ["share_encoder=maybe"])
-    with pytest.raises(MBTError, match="field=value"):
-        apply_overrides(tiny(), ["fusion_layer"])
-    with pytest.raises(MBTError, match=r"0\.\.2"):  # validation still runs after an override
-        apply_overrides(tiny(), ["fusion_layer=3"])
+    with pytest.raises(OverrideError, match="not a valid int"):
+        apply_overrides(small_model(), ["fusion_layer=four"])
+    with pytest.raises(OverrideError, match="boolean"):
+        apply_overrides(small_model(), ["share_encoder=maybe"])
+    with pytest.raises(OverrideError, match="field=value"):
+        apply_overrides(small_model(), ["fusion_layer"])
+    with pytest.raises(OverrideError, match=r"0\.\.2"):  # validation still runs after an override
+        apply_overrides(small_model(), ["fusion_layer=3"])
 
 
 def test_configs_are_frozen_and_hashable():
-    cfg = tiny()
+    cfg = small_model()
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.fusion_layer = 0  # type: ignore[misc]
-    assert hash(cfg) == hash(tiny())
+    assert hash(cfg) == hash(small_model())

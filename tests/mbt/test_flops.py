@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from mbt.config import ModelConfig, tiny
+from mbt.config import ModelConfig
 from mbt.flops import (
     analytic_flops,
     analytic_params,
@@ -17,6 +17,7 @@ from mbt.flops import (
     xla_flops,
     xla_params,
 )
+from tests.mbt.models import small_model
 from tools import flops_cmd
 
 B16 = ModelConfig(variant="B/16")  # 8 frames of 224x224 + 8 s of spectrogram
@@ -33,7 +34,7 @@ B16 = ModelConfig(variant="B/16")  # 8 frames of 224x224 + 8 s of spectrogram
     ],
 )
 def test_analytic_params_match_the_built_model(changes):
-    cfg = dataclasses.replace(tiny(), **changes)
+    cfg = dataclasses.replace(small_model(), **changes)
     assert analytic_params(cfg) == xla_params(cfg)
 
 
@@ -70,7 +71,7 @@ def test_xla_flops_agree_with_analytic_count():
 
 
 def test_flops_table_rows():
-    rows = list(flops_rows(tiny(), ["bottleneck", "self_attention"], [0, 2], xla=False))
+    rows = list(flops_rows(small_model(), ["bottleneck", "self_attention"], [0, 2], xla=False))
     assert [(r.fusion, r.fusion_layer) for r in rows] == [
         ("bottleneck", 0), ("bottleneck", 2), ("self_attention", 0), ("self_attention", 2)
     ]  # fmt: skip

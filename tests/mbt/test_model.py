@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from mbt.attention_maps import token_offsets
-from mbt.config import CLASSIFIERS, FUSIONS, HEADS, RGB_TOKENIZERS, MBTError, ModelConfig, tiny
+from mbt.config import CLASSIFIERS, FUSIONS, HEADS, RGB_TOKENIZERS, MBTError, ModelConfig
 from mbt.flops import analytic_params
 from mbt.fusion import FuseBottlenecks
 from mbt.model import MBT, count_params, init_params, param_shapes
+from tests.mbt.models import small_model
 
 
 def _expected_logit_shapes(cfg, batch):
@@ -37,7 +38,7 @@ def test_every_combination_traces_to_the_right_shapes():
     batch = 3
     for fusion, classifier, head, tokenizer in itertools.product(FUSIONS, CLASSIFIERS, HEADS, RGB_TOKENIZERS):
         cfg = dataclasses.replace(
-            tiny(), depth=1, fusion_layer=0, fusion=fusion, classifier=classifier, head=head,
+            small_model(), depth=1, fusion_layer=0, fusion=fusion, classifier=classifier, head=head,
             rgb_tokenizer=tokenizer, num_verb_classes=3, num_noun_classes=4, dtype="bfloat16",
         )  # fmt: skip
         inputs = {m: jax.ShapeDtypeStruct(s, jnp.float32) for m, s in cfg.input_shapes(batch).items()}
@@ -62,7 +63,7 @@ _RUNS = [
 @pytest.mark.parametrize("fusion, dtype, classifier, head, tokenizer, share", _RUNS)
 def test_forward_is_finite(fusion, dtype, classifier, head, tokenizer, share, random_variables, random_inputs, fast_jit):
     cfg = dataclasses.replace(
-        tiny(), fusion=fusion, dtype=dtype, classifier=classifier, head=head, rgb_tokenizer=tokenizer,
+        small_model(), fusion=fusion, dtype=dtype, classifier=classifier, head=head, rgb_tokenizer=tokenizer,
         share_encoder=share, num_verb_classes=3, num_noun_classes=4,
         dropout=0.2, attention_dropout=0.2, stochastic_depth=0.5,
     )  # fmt: skip
@@ -96,7 +97,7 @@ def test_forward_is_finite(fusion, dtype, classifier, head, tokenizer, share, ra
 
 
 def test_bfloat16_compute_tracks_float32(random_variables, random_inputs, fast_jit):
-    cfg = dataclasses.replace(tiny(), fusion="cross_attention")
+    cfg = dataclasses.replace(small_model(), fusion="cross_attention")
     variables, inputs = random_variables(cfg), random_inputs(cfg)
     out = {}
     for dtype in ("float32", "bfloat16"):
@@ -108,7 +109,7 @@ def test_bfloat16_compute_tracks_float32(random_variables, random_inputs, fast_j
 
 @pytest.mark.parametrize("modality", ["rgb", "spectrogram"])
 def test_single_modality_models(modality, random_variables, random_inputs, fast_jit):
-    cfg = dataclasses.replace(tiny(), modalities=(modality,))
+    cfg = dataclasses.replace(small_model(), modalities=(modality,))
     variables = random_variables(cfg)
     assert set(variables["params"]) == {f"{modality}_tokenizer", "encoder", "head"}
     assert "bottleneck" not in variables["params"]["encoder"]  # nothing to fuse with
@@ -119,7 +120,7 @@ def test_single_modality_models(modality, random_variables, random_inputs, fast_
 
 def test_init_params_are_float32_even_for_bfloat16_compute():
     # Small, because init's RNG program compiles slowly on CPU; one shared block still has a bottleneck.
-    cfg = dataclasses.replace(tiny(), dtype="bfloat16", depth=1, fusion_layer=0, share_encoder=True)
+    cfg = dataclasses.replace(small_model(), dtype="bfloat16", depth=1, fusion_layer=0, share_encoder=True)
     # The seed's PRNG doesn't matter here, and unsafe_rbg's init program compiles ~3x faster on CPU.
     a = init_params(cfg, jax.random.key(0, impl="unsafe_rbg"))
     assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(a))
@@ -148,7 +149,7 @@ def _rgb_logit_grad_wrt_spectrogram(cfg, variables, inputs, jit):
 def test_rgb_logits_depend_on_spectrogram_only_when_fused(
     fusion, fusion_layer, flows, random_variables, random_inputs, fast_jit
 ):
-    cfg = dataclasses.replace(tiny(), fusion=fusion, fusion_layer=fusion_layer)
+    cfg = dataclasses.replace(small_model(), fusion=fusion, fusion_layer=fusion_layer)
     grad = _rgb_logit_grad_wrt_spectrogram(cfg, random_variables(cfg), random_inputs(cfg), fast_jit)
     if flows:
         assert np.abs(grad).max() > 1e-6
@@ -158,7 +159,7 @@ def test_rgb_logits_depend_on_spectrogram_only_when_fused(
 
 def test_bottleneck_is_the_only_path_between_modalities(random_variables, random_inputs, fast_jit):
     """Change the spectrogram but hold every bottleneck update fixed: the RGB stream must not move."""
-    cfg = dataclasses.replace(tiny(), fusion="bottleneck", fusion_layer=0)  # every layer fused
+    cfg = dataclasses.replace(small_model(), fusion="bottleneck", fusion_layer=0)  # every layer fused
     variables = random_variables(cfg)
     inputs = random_inputs(cfg)
     other = {**inputs, "spectrogram": random_inputs(cfg, seed=7)["spectrogram"]}
@@ -190,7 +191,7 @@ def test_bottleneck_is_the_only_path_between_modalities(random_variables, random
 
 def test_dropout_and_stochastic_depth_are_on_in_training(random_variables, random_inputs, fast_jit):
     """(That they are off in eval mode is checked for every fusion strategy in test_forward_is_finite.)"""
-    cfg = dataclasses.replace(tiny(), modalities=("rgb",), depth=1, fusion="none", dropout=0.3, stochastic_depth=0.5)
+    cfg = dataclasses.replace(small_model(), modalities=("rgb",), depth=1, fusion="none", dropout=0.3, stochastic_depth=0.5)
     variables, inputs = random_variables(cfg), random_inputs(cfg)
     apply = fast_jit(lambda v, x, key: MBT(cfg).apply(v, x, train=True, rngs={"dropout": key})[0])
     # Any key works; 'unsafe_rbg' compiles several times faster than threefry on CPU.
@@ -199,7 +200,7 @@ def test_dropout_and_stochastic_depth_are_on_in_training(random_variables, rando
 
 
 def test_wrong_input_shapes_name_the_modality():
-    cfg = tiny()
+    cfg = small_model()
     variables = param_shapes(cfg)
     bad = {"rgb": jnp.zeros((1, 3, 32, 32, 3)), "spectrogram": jnp.zeros((1, 64, 128))}
     with pytest.raises(MBTError, match=r"input 'rgb' has shape \(1, 3, 32, 32, 3\).*num_frames"):

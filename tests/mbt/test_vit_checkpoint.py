@@ -5,9 +5,10 @@ import dataclasses
 import numpy as np
 import pytest
 
-from mbt.config import MBTError, tiny
+from mbt.config import MBTError
 from mbt.model import MBT
 from mbt.vit_checkpoint import init_from_vit, load_vit_npz, resize_grid
+from tests.mbt.models import small_model
 
 GENERATIONS = {  # (attention, second LayerNorm, MLP) per naming generation
     "2020": ("MultiHeadDotProductAttention_1", "LayerNorm_2", "MlpBlock_3"),
@@ -95,7 +96,7 @@ def numpy_vit_cls(c, frames, depth, generation):
 
 @pytest.mark.parametrize("generation", ["2020", "new"])
 def test_rgb_only_model_reproduces_numpy_vit(generation, tmp_path, random_variables, random_inputs, fast_jit):
-    cfg = dataclasses.replace(tiny(), modalities=("rgb",), fusion="none")
+    cfg = dataclasses.replace(small_model(), modalities=("rgb",), fusion="none")
     ckpt = write_vit_npz(tmp_path / "vit.npz", generation=generation)
     params = init_from_vit(random_variables(cfg)["params"], tmp_path / "vit.npz", cfg)
     inputs = random_inputs(cfg, batch_size=2)
@@ -107,7 +108,7 @@ def test_rgb_only_model_reproduces_numpy_vit(generation, tmp_path, random_variab
 
 def test_every_weight_lands_where_it_should(tmp_path, random_variables):
     """Two streams, tubelets, a 14x14 checkpoint grid resized to both modalities' grids."""
-    cfg = dataclasses.replace(tiny(), rgb_tokenizer="tubelet", fusion="bottleneck", fusion_layer=1)
+    cfg = dataclasses.replace(small_model(), rgb_tokenizer="tubelet", fusion="bottleneck", fusion_layer=1)
     ckpt = write_vit_npz(tmp_path / "vit.npz", grid=14)
     before = random_variables(cfg)["params"]
     p = init_from_vit(before, tmp_path / "vit.npz", cfg)
@@ -155,7 +156,7 @@ def test_every_weight_lands_where_it_should(tmp_path, random_variables):
     ],
 )
 def test_other_layouts_load(changes, tmp_path, random_variables):
-    cfg = dataclasses.replace(tiny(), **changes)
+    cfg = dataclasses.replace(small_model(), **changes)
     ckpt = write_vit_npz(tmp_path / "vit.npz", generation="new", grid=14)
     p = init_from_vit(random_variables(cfg)["params"], ckpt, cfg)
     name = "encoderblock_1" if cfg.fusion == "self_attention" or cfg.share_encoder or len(cfg.modalities) == 1 else None
@@ -167,7 +168,7 @@ def test_other_layouts_load(changes, tmp_path, random_variables):
 
 
 def test_variables_or_params_come_back_in_the_same_form(tmp_path, random_variables):
-    cfg = dataclasses.replace(tiny(), modalities=("rgb",), fusion="none")
+    cfg = dataclasses.replace(small_model(), modalities=("rgb",), fusion="none")
     ckpt = write_vit_npz(tmp_path / "vit.npz")
     variables = random_variables(cfg)
     from_variables = init_from_vit(variables, ckpt, cfg)
@@ -188,7 +189,7 @@ def test_resize_grid_is_bilinear_with_aligned_corners():
 
 
 def test_missing_keys_are_listed(tmp_path, random_variables):
-    cfg = tiny()  # depth 2
+    cfg = small_model()  # depth 2
     ckpt = write_vit_npz(tmp_path / "vit.npz", depth=1)  # one layer short
     del ckpt["cls"]
     with pytest.raises(MBTError) as e:
@@ -202,7 +203,7 @@ def test_missing_keys_are_listed(tmp_path, random_variables):
 
 
 def test_mismatched_shapes_are_listed(tmp_path, random_variables):
-    cfg = tiny()  # width 32
+    cfg = small_model()  # width 32
     write_vit_npz(tmp_path / "vit.npz", width=48, heads=3, mlp=96)
     with pytest.raises(MBTError, match=r"mismatched keys .*embedding/kernel: checkpoint gives \(16, 16, 3, 48\)"):
         init_from_vit(random_variables(cfg)["params"], tmp_path / "vit.npz", cfg)
