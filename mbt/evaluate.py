@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any
+from typing import Any, Iterator
 
 import jax
 import numpy as np
@@ -25,35 +25,61 @@ def logits_of(params, inputs: dict, cfg) -> dict:
     return inter["logits"]
 
 
+class EvalInput:
+    """The evaluation input of a run's config on `data`/`split`: every clip once, in order (N evenly
+    spaced windows each), in this process, numpy batches normalised for the model. Iterating gives
+    (batch, clips): `clips` the (row, key, label) of the batch's real clips (a padded last batch has
+    fewer); `skipped()` what on_error=skip dropped."""
+
+    def __init__(self, cfg: TrainConfig, data: str, split: str, *, test_windows: int | None = None,
+                 batch_size: int | None = None):
+        from shards.input import make_input
+
+        icfg = dataclasses.replace(cfg.input, test_windows=test_windows or cfg.input.test_windows,
+                                   batch_size=batch_size or cfg.input.batch_size, num_workers=0,
+                                   rgb_uint8=False)  # numpy straight into the model: normalised here
+        self.head = cfg.model.head
+        self.batch_size = icfg.batch_size
+        self.batches = make_input(data, icfg, split=split, training=False, seed=0, process_index=0,
+                                  process_count=1)
+
+    def __iter__(self) -> Iterator[tuple[dict, list[tuple[int, str, Any]]]]:
+        for batch in self.batches:
+            yield batch, [(i, str(batch["key"][i]), clip_label(batch, i, self.head))
+                          for i in np.nonzero(batch["mask"] > 0)[0]]
+
+    def skipped(self) -> dict[str, int]:
+        return {k: v for k, v in self.batches.counts().items() if k.startswith("bad_")}
+
+
+def clip_label(batch: dict, i: int, head: str) -> Any:
+    """Row i's label: {"verb", "noun"} for EPIC, else the multi-hot vector or the class index."""
+    if head == "verb_noun":
+        return {"verb": int(batch["verb"][i]), "noun": int(batch["noun"][i])}
+    return np.asarray(batch["labels"][i])
+
+
 def predict(cfg: TrainConfig, params, data: str, split: str, *, test_windows: int | None = None,
             batch_size: int | None = None) -> dict[str, Any]:
     """Per clip: logits of each modality averaged over its windows, and the clip's labels."""
-    from shards.input import make_input
-
-    icfg = dataclasses.replace(cfg.input, test_windows=test_windows or cfg.input.test_windows,
-                               batch_size=batch_size or cfg.input.batch_size, num_workers=0,
-                               rgb_uint8=False)  # numpy straight into the model: normalised here
     sums: dict[str, dict[str, Any]] = {}
     counts: dict[str, int] = {}
     labels: dict[str, Any] = {}
-    batches = make_input(data, icfg, split=split, training=False, seed=0, process_index=0, process_count=1)
-    for batch in batches:
+    clips = EvalInput(cfg, data, split, test_windows=test_windows, batch_size=batch_size)
+    for batch, rows in clips:
         inputs = {m: batch[m] for m in cfg.model.modalities}
         logits = jax.device_get(logits_of(params, inputs, cfg.model))
-        for i in np.nonzero(batch["mask"] > 0)[0]:
-            key = str(batch["key"][i])
+        for i, key, label in rows:
             row = jax.tree.map(lambda x: np.asarray(x[i], np.float64), logits)
             sums[key] = row if key not in sums else jax.tree.map(np.add, sums[key], row)
             counts[key] = counts.get(key, 0) + 1
-            labels[key] = ({"verb": int(batch["verb"][i]), "noun": int(batch["noun"][i])}
-                           if cfg.model.head == "verb_noun" else np.asarray(batch["labels"][i]))
+            labels[key] = label
     keys = sorted(sums)
     per_mod = {m: jax.tree.map(lambda *rows: np.stack(rows), *[
         jax.tree.map(lambda x: x / counts[k], sums[k][m]) for k in keys]) for m in cfg.model.modalities}
     fused = jax.tree.map(lambda *xs: sum(xs) / len(xs), *per_mod.values())
     return {"keys": keys, "logits": {"fused": fused, **per_mod}, "labels": [labels[k] for k in keys],
-            "windows": max(counts.values(), default=0),
-            "skipped": {k: v for k, v in batches.counts().items() if k.startswith("bad_")}}  # on_error=skip
+            "windows": max(counts.values(), default=0), "skipped": clips.skipped()}  # on_error=skip
 
 
 def score(logits: Any, labels: list, head: str) -> dict[str, Any]:

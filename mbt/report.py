@@ -294,23 +294,18 @@ def upsample(a: np.ndarray, size: int) -> np.ndarray:
 def _pick_clips(cfg: TrainConfig, data: str, split: str, n: int) -> list[dict]:
     """Up to n clips of the eval input (centred window): one per distinct label among the first clips
     (at most max(8n, 64) are looked at), then any."""
-    import dataclasses
+    from mbt.evaluate import EvalInput
 
-    from shards.input import make_input
-
-    icfg = dataclasses.replace(cfg.input, test_windows=1, num_workers=0, batch_size=max(n, 1),
-                               rgb_uint8=False)  # numpy straight into the model: normalised here
     picked: list[dict] = []
     spare: list[dict] = []
     seen: set = set()
     looked = 0
-    for batch in make_input(data, icfg, split=split, training=False, seed=0, process_index=0,
-                            process_count=1):
-        looked += icfg.batch_size
-        for i in np.nonzero(batch["mask"] > 0)[0]:
-            label = _clip_label(batch, i, cfg.model.head)
-            clip = {"key": str(batch["key"][i]), "label": label,
-                    **{m: np.asarray(batch[m][i]) for m in cfg.model.modalities}}
+    clips = EvalInput(cfg, data, split, test_windows=1, batch_size=max(n, 1))
+    for batch, rows in clips:
+        looked += clips.batch_size
+        for i, key, label in rows:
+            label = _shown_label(label)
+            clip = {"key": key, "label": label, **{m: np.asarray(batch[m][i]) for m in cfg.model.modalities}}
             hashable = json.dumps(label, default=_json_default)
             (spare if hashable in seen else picked).append(clip)
             seen.add(hashable)
@@ -319,11 +314,12 @@ def _pick_clips(cfg: TrainConfig, data: str, split: str, n: int) -> list[dict]:
     return (picked + spare)[:n]
 
 
-def _clip_label(batch: dict, i: int, head: str) -> Any:
-    if head == "verb_noun":
-        return {"verb": int(batch["verb"][i]), "noun": int(batch["noun"][i])}
-    labels = np.asarray(batch["labels"][i])
-    return int(labels) if labels.ndim == 0 else [int(c) for c in np.nonzero(labels > 0)[0]]
+def _shown_label(label: Any) -> Any:
+    """An evaluation label as the report shows it: a class index, the classes of a multi-hot vector,
+    or EPIC's verb and noun."""
+    if isinstance(label, dict):
+        return label
+    return int(label) if label.ndim == 0 else [int(c) for c in np.nonzero(label > 0)[0]]
 
 
 def _label_text(label: Any, classes: list[str] | None) -> str:

@@ -122,6 +122,7 @@ class RunPlan:
     total_steps: int
     classes: list[str] | None
     index: dict[str, Any] | None  # the training split's index (None: shards without one)
+    source: Any  # the shards.input.source.ShardSource resolved from the data spec, once
 
 
 def plan_run(cfg: TrainConfig, data: str, split: str = "train") -> RunPlan:
@@ -138,18 +139,17 @@ def plan_run(cfg: TrainConfig, data: str, split: str = "train") -> RunPlan:
     steps_per_epoch = max(1, (samples or cfg.input.batch_size) // cfg.input.batch_size)
     total = cfg.optim.steps or max(1, int(round(cfg.optim.epochs * steps_per_epoch)))
     return RunPlan(cfg=cfg, steps_per_epoch=steps_per_epoch, total_steps=total,
-                   classes=index.get("classes"), index=src.index)
+                   classes=index.get("classes"), index=src.index, source=src)
 
 
 def train(cfg: TrainConfig, data: str, workdir: str, *, eval_data: str | None = None,
           split: str = "train", progress: bool = True) -> dict[str, Any]:
     """Train (resuming from the latest checkpoint in `workdir`) and return the last metrics."""
     from mbt.checkpoints import Checkpointer
-    from mbt.input import data_mesh, device_batches
-    from mbt.reports import MetricWriter, ProgressLine
-    from shards.input import make_input
-
     from mbt.distributed import check_same_config
+    from mbt.input import data_mesh, device_batches
+    from mbt.train_log import MetricWriter, ProgressLine
+    from shards.input import make_input
 
     plan = plan_run(cfg, data, split)
     cfg = plan.cfg
@@ -172,7 +172,7 @@ def train(cfg: TrainConfig, data: str, workdir: str, *, eval_data: str | None = 
     start_step = int(state.step)
 
     # --- Input: this host's slice of each global batch, placed on the mesh with a prefetch of 2.
-    batches = make_input(data, cfg.input, split=split, training=True, seed=cfg.run.seed, state=input_state)
+    batches = make_input(plan.source, cfg.input, split=split, training=True, seed=cfg.run.seed, state=input_state)
     feed = device_batches(batches, mesh)
     rng = jax.random.key(cfg.run.seed + 1)
 

@@ -121,7 +121,7 @@ def bench_tiny(args, device, peak) -> None:
         t = time.perf_counter()
         state = jax.device_put(init_state(cfg, 1000, plan.steps_per_epoch, 0), jax.sharding.NamedSharding(
             mesh, jax.sharding.PartitionSpec()))
-        host = make_input(spec, cfg.input, training=True, seed=0)
+        host = make_input(plan.source, cfg.input, training=True, seed=0)
         feed = device_batches(host, mesh)
         strip = lambda batch: {k: v for k, v in batch.items() if k != "key"}  # noqa: E731
         batches = (strip(x) for x in feed)
@@ -138,7 +138,7 @@ def bench_tiny(args, device, peak) -> None:
         held = next(batches)
         state, alone_s, _ = timed_steps(step, state, iter(lambda: held, None), args.steps, rng)
         # 3. The input alone: host batches, no model.
-        it = make_input(spec, cfg.input, training=True, seed=1)
+        it = make_input(plan.source, cfg.input, training=True, seed=1)
         next(it)
         t = time.perf_counter()
         for _ in range(args.steps):

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 
+# what to do about a damaged shard, the end of the codecs' messages
+REWRITE_FIX = "re-create the shard (mbt ingest writes shards under a temporary name and renames them when whole)"
+
 
 class ShardError(ValueError):
     """A shard (or a sample inside it) cannot be read; the message names the shard, where, and the fix."""

@@ -28,6 +28,7 @@ import numpy as np
 
 from shards.format import sequence_example as sx
 from shards.format.dataset_index import read_exact
+from shards.format.errors import REWRITE_FIX as _FIX
 from shards.format.errors import ShardError
 from shards.format.lazy import LazySample
 from shards.format.schema import MEL_ROWS_PER_SECOND, NUM_MEL_BINS, Sample, SchemaError, check_key
@@ -47,7 +48,6 @@ NOUN = "clip/label/noun"
 MEL_ROWS = "melspec/num_rows"
 
 MEL_FLOATS_PER_SECOND = MEL_ROWS_PER_SECOND * NUM_MEL_BINS  # 12800
-_FIX = "re-create the shard (mbt ingest writes shards under a temporary name and renames them when whole)"
 
 
 # ------------------------------------------------------------------------------------ record framing

@@ -124,7 +124,8 @@ def _fresh_state() -> dict[str, Any]:
 def make_input(spec: Any, cfg: InputConfig | None = None, *, split: str = "train", training: bool = True,
                seed: int = 0, process_index: int | None = None, process_count: int | None = None,
                state: dict | None = None) -> InputIterator:
-    """The training (or evaluation) input of a shard spec (see shards.input.source) as batches of this host.
+    """The training (or evaluation) input of a shard spec (see shards.input.source; or the ShardSource
+    already resolved from one) as batches of this host.
 
     training=True: shards and samples shuffled per epoch, random windows, augmentation, endless
     unless cfg.epochs is set, bad input skipped. training=False: in order, centred (or
@@ -133,7 +134,7 @@ def make_input(spec: Any, cfg: InputConfig | None = None, *, split: str = "train
     dict from InputIterator.state(): the iterator continues exactly after it.
     """
     cfg = cfg or InputConfig()
-    src = source.resolve(spec, split=split, fmt=cfg.format)
+    src = spec if isinstance(spec, source.ShardSource) else source.resolve(spec, split=split, fmt=cfg.format)
     if process_index is None or process_count is None:
         process_index, process_count = _jax_process()
     if cfg.batch_size % process_count:

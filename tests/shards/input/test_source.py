@@ -7,7 +7,8 @@ import os
 import pytest
 
 from shards.format.errors import ShardError
-from shards.format.webdataset_codec import DeferredMember, _member_header, encode_members
+from shards.format.tar_members import DeferredMember
+from shards.format.webdataset_codec import _member_header, encode_members
 from shards.input import source
 
 
