@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pipelines.config import IngestConfig
 from pipelines.decode import DecodedClip, decode_clip
-from pipelines.ffmpeg import DecodeError
+from pipelines.ffmpeg_run import DecodeError
 from pipelines.logmel import log_mel
 from pipelines.manifests import ClipSpec
 from shards.format.schema import Sample

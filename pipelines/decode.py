@@ -33,20 +33,19 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import re
 from typing import Any
 
 import numpy as np
 
-from pipelines.ffmpeg import (DecodeError, ExtraOutput, MediaInfo, check_input, classify_failure,
-                              ffmpeg_version, input_arg, local_copy, needs_local_copy, parse_info,
-                              run_ffmpeg)
+from pipelines.decode_args import SAMPLE_RATE, decode_args
+from pipelines.ffmpeg_run import DecodeError, ffmpeg_version, run_ffmpeg
+from pipelines.ffmpeg_stderr import RunReport, parse_info, read_run
+from pipelines.media_input import check_input, local_copy, needs_local_copy
 from shards.format.jpeg import jpeg_size, split_jpegs
 from shards.format.schema import FPS
 
-__all__ = ["DecodeError", "DecodedClip", "decode_clip", "slice_clip", "decode_args", "FPS", "SAMPLE_RATE"]
+__all__ = ["DecodeError", "DecodedClip", "decode_clip", "slice_clip", "FPS", "SAMPLE_RATE"]
 
-SAMPLE_RATE = 16000
 _TRUNCATION_SLACK_FRAMES = 2  # a video this many frames short of a "partial file" is truncated
 
 
@@ -111,106 +110,6 @@ class DecodedClip:
             **({"requested_start": self.requested_start, "shared_decode": list(self.shared_span)}
                if self.shared_span is not None else {}),
         }
-
-
-# ---------------------------------------------------------------------------------------------------
-# The ffmpeg command
-# ---------------------------------------------------------------------------------------------------
-
-def _fps_mode_args() -> list[str]:
-    m = re.match(r"n?(\d+)\.(\d+)", ffmpeg_version())
-    if m and (int(m.group(1)), int(m.group(2))) < (5, 1):
-        return ["-vsync", "passthrough"]  # -fps_mode appeared in 5.1
-    return ["-fps_mode", "passthrough"]
-
-
-def video_graph(short_side: int, offset: float = 0.0) -> str:
-    """The -filter_complex for frames: 25 fps on the grid starting at `offset` s (input time), short
-    side -> `short_side` (display aspect kept, square pixels, even dimensions), BT.601 full range as
-    JPEG decoders assume. A side branch logs the first decoded frame's timestamp (showinfo on one
-    frame) so decode_clip can tell whether the seek landed before the clip start."""
-    s = int(short_side)
-    landscape = "gte(iw*sar,ih)"
-    w = f"if({landscape},2*round({s}*iw*sar/ih/2),{s})"
-    h = f"if({landscape},{s},2*round({s}*ih/(iw*sar)/2))"
-    # setpts: the 1/25 s grid starts at `offset`; and one tick earlier when a tick is under 0.1 ms, so
-    # that a frame starting exactly on a grid point still counts as on screen there after ffmpeg has
-    # rounded the seek offset into the stream's time base (else it can slip to the next grid point)
-    shift = f"setpts='PTS-{offset:.6f}/TB-if(lt(TB,0.0001),1,0)',"
-    return (f"[0:V:0]split=2[v][probe];[probe]trim=end_frame=1,showinfo,nullsink;"
-            f"[v]{shift}fps={FPS}:start_time=0:round=up,"
-            f"scale=w='{w}':h='{h}':flags=bilinear:out_color_matrix=bt601:out_range=full,"
-            f"setsar=1[frames]")
-
-
-def audio_graph(max_samples: int, offset: float = 0.0) -> str:
-    """The -filter_complex part for audio: downmix to mono, resample to 16 kHz with sample 0 at
-    `offset` s (input time; earlier samples trimmed, a late start padded with silence), stop after
-    `max_samples`. A side branch logs the first audio frame's timestamp after the trim (ashowinfo on
-    one sample): that is the silence aresample pads in front, which decode_clip records."""
-    # atrim cuts the pre-roll sample-exactly (aresample's first_pts drops long pre-rolls unreliably,
-    # and counts a non-zero first_pts in input samples); aresample's first_pts=0 then only pads a
-    # stream that starts after the clip start with silence
-    shift = f"asetpts=PTS-{offset:.6f}/TB," if offset else ""
-    return (f"[0:a:0]atrim=start={offset:.6f},{shift}asplit=2[a][aprobe];"
-            f"[aprobe]atrim=end_sample=1,ashowinfo,anullsink;"
-            f"[a]aformat=sample_fmts=flt:channel_layouts=mono,"
-            f"aresample={SAMPLE_RATE}:min_comp=0.001:first_pts=0,atrim=end_sample={int(max_samples)}"
-            f"[audio]")
-
-
-def decode_args(path: str | os.PathLike, start: float, max_frames: int, max_samples: int, *,
-                seek: bool = True, short_side: int = 256, jpeg_quality: int = 3, threads: int = 1,
-                with_audio: bool = True, video_out: str = "pipe:1",
-                audio_out: str | ExtraOutput = ExtraOutput(0)) -> list[str | ExtraOutput]:
-    """The ffmpeg arguments (after `ffmpeg -hide_banner -nostdin -nostats`) that decode_clip runs:
-    frames as concatenated JPEGs to `video_out`, audio as raw f32le to `audio_out`. Public so a
-    benchmark can run exactly the same work with bare ffmpeg.
-
-    seek=True jumps to the keyframe before `start` (input seeking: clip 500 of a long EPIC video does
-    not decode from the file's beginning) and the filters drop the pre-roll exactly; seek=False
-    decodes from the file start and the filters drop everything before `start`."""
-    offset = 0.0 if seek else start
-    args: list[str | ExtraOutput] = []
-    if threads:
-        args += ["-filter_complex_threads", str(threads), "-filter_threads", str(threads),
-                 "-threads", str(threads)]
-    if seek and start > 0:
-        args += ["-ss", f"{start:.6f}", "-noaccurate_seek"]
-    args += ["-i", input_arg(path)]
-    graph = video_graph(short_side, offset)
-    if with_audio:
-        graph += ";" + audio_graph(max_samples, offset)
-    args += ["-filter_complex", graph, "-map", "[frames]",
-             *_fps_mode_args(), "-frames:v", str(int(max_frames)),
-             "-c:v", "mjpeg", "-q:v", str(int(jpeg_quality))]
-    if threads:
-        args += ["-threads", str(threads)]
-    args += ["-f", "image2pipe", video_out]
-    if with_audio:
-        args += ["-map", "[audio]", "-c:a", "pcm_f32le", "-f", "f32le", audio_out]
-    return args
-
-
-# showinfo's line for frame 0, as every build since 4.x prints it ('[Parsed_showinfo_2 @ 0x..] n:   0
-# pts:   1920 pts_time:0.0213333 ...'); 'ashowinfo' is the audio probe's filter, kept apart
-_PTS_TIME = r"\]\s*n:\s*0\s+pts:\s*\S+\s+pts_time:\s*(-?\d+(?:\.\d+)?(?:e-?\d+)?)"
-_FIRST_PTS_RE = re.compile(r"(?<![a-z])showinfo_\d+ @[^\]]*" + _PTS_TIME)
-_FIRST_AUDIO_PTS_RE = re.compile(r"ashowinfo_\d+ @[^\]]*" + _PTS_TIME)
-
-
-def first_frame_time(stderr: str) -> float | None:
-    """Input time (s, relative to the seek point) of the first decoded video frame, from showinfo."""
-    m = _FIRST_PTS_RE.search(stderr)
-    return float(m.group(1)) if m else None
-
-
-def first_audio_time(stderr: str) -> float | None:
-    """Time (s, relative to the clip start) of the first audio sample ffmpeg delivered, from the audio
-    graph's ashowinfo; > 0 when the audio stream starts after the clip start."""
-    m = _FIRST_AUDIO_PTS_RE.search(stderr)
-    return float(m.group(1)) if m else None
-
 
 # ---------------------------------------------------------------------------------------------------
 # Decoding a clip
@@ -287,41 +186,40 @@ def decode_clip(path: str | os.PathLike, start: float = 0.0, end: float | None =
                            jpeg_quality=jpeg_quality, threads=threads, with_audio=with_audio)
         run = run_ffmpeg(args, timeout=max(remaining, 0.001), header_check=check)
         remaining -= run.wall_s
-        if run.aborted is not None or run.timed_out:
-            raise classify_failure(run, None, path)
-        info = parse_info(run.stderr)
-        if info is None or info.video is None:
-            raise classify_failure(run, info, path)
+        report = read_run(run, path)  # the run's stderr, parsed once
+        info = report.info
+        if run.aborted is not None or run.timed_out or info is None or info.video is None:
+            raise report.failure
         if run.returncode != 0 and with_audio and info.audio is None:
             with_audio = False  # no audio stream: ffmpeg refuses an empty output, so video only
             continue
-        if (run.returncode != 0 and with_audio and first_audio_time(run.stderr) is None
-                and first_frame_time(run.stderr) is not None):
+        if (run.returncode != 0 and with_audio and report.first_audio_time is None
+                and report.first_frame_time is not None):
             # an audio stream that ended before the clip (trailers often end in silence-less video):
             # no audio packet reached the output, which ffmpeg refuses; the clip is video only, silent
             with_audio = False
             continue
-        if seek and _seek_missed(run, info, start):
+        if seek and _seek_missed(report, start):
             # the demuxer landed after the keyframe we needed (MPEG-TS and other formats without an
             # index seek by timestamp, not to a keyframe): decode from the file start instead.
             # (With no frame at all, ffmpeg also failed: mjpeg can't open without a first frame.)
             seek = False
             continue
         if run.returncode != 0:
-            if first_frame_time(run.stderr) is None and start < (info.duration or math.inf):
+            if report.first_frame_time is None and start < (info.duration or math.inf):
                 raise DecodeError("no_video_frames", f"{path}: no video frame decoded from "
-                                                     f"{start:.3f} s on; {run.last_line}")
-            raise classify_failure(run, info, path)
+                                                     f"{start:.3f} s on; {report.last_line}")
+            raise report.failure
         break
-    clip = _assemble(path, start, end, run, info, with_audio, min_seconds, max_seconds,
+    clip = _assemble(path, start, end, run, report, with_audio, min_seconds, max_seconds,
                      offset=0.0 if seek else start)
     clip.decoded_from_start = start > 0 and not seek
     return clip
 
 
-def _seek_missed(run, info: MediaInfo | None, start: float) -> bool:
+def _seek_missed(report: RunReport, start: float) -> bool:
     """True when the first decoded frame came after `start` although the video stream had begun."""
-    first = first_frame_time(run.stderr)
+    first, info = report.first_frame_time, report.info
     # a video stream that starts after `start` legitimately has its first frame later. Only builds
     # that print per-stream start times (7.x+, not Debian 12's 5.1) tell us; without it such a clip
     # counts as missed and is decoded from the file start, which gives the same frames, slower.
@@ -333,7 +231,7 @@ def _seek_missed(run, info: MediaInfo | None, start: float) -> bool:
     return first > lead + 1e-3
 
 
-def _assemble(path: str, start: float, end: float | None, run, info: MediaInfo | None,
+def _assemble(path: str, start: float, end: float | None, run, report: RunReport,
               has_audio: bool, min_seconds: float, max_seconds: float, offset: float) -> DecodedClip:
     """Cap and pad ffmpeg's output to the clip's exact length, recording what was changed. `offset`
     is the clip start in the run's input time (0 after a seek, `start` when decoded from the file
@@ -341,6 +239,7 @@ def _assemble(path: str, start: float, end: float | None, run, info: MediaInfo |
     frames = split_jpegs(run.stdout)
     raw = run.extra[0] if has_audio else b""
     audio = np.frombuffer(raw[: len(raw) // 4 * 4], dtype="<f4").astype(np.float32)  # a writable copy
+    info = report.info
     src_dur = info.duration if info is not None else None
     video = info.video if info is not None else None
 
@@ -349,7 +248,7 @@ def _assemble(path: str, start: float, end: float | None, run, info: MediaInfo |
             raise DecodeError("start_past_end", f"{path}: clip starts at {start:.3f} s but the source "
                                                 f"is {src_dur:.3f} s long")
         raise DecodeError("no_video_frames", f"{path}: ffmpeg decoded no video frames from "
-                                             f"{start:.3f} s; {run.last_line}")
+                                             f"{start:.3f} s; {report.last_line}")
     # the real end: the requested one, cut at the source's end (unknown duration: the video's end)
     real_end = end if end is not None else (src_dur if src_dur is not None else start + len(frames) / FPS)
     if src_dur is not None:
@@ -364,7 +263,7 @@ def _assemble(path: str, start: float, end: float | None, run, info: MediaInfo |
     if duration > max_seconds + 1e-6:
         raise DecodeError("too_long", f"{path}: clip of {duration:.3f} s is over max_seconds={max_seconds}")
     n_frames, n_samples = round_half_up(FPS * duration), round_half_up(SAMPLE_RATE * duration)
-    if "partial file" in run.stderr and len(frames) < n_frames - _TRUNCATION_SLACK_FRAMES:
+    if report.partial_file and len(frames) < n_frames - _TRUNCATION_SLACK_FRAMES:
         raise DecodeError("truncated", f"{path}: the file ends early (ffmpeg: partial file); "
                                        f"{len(frames)} of {n_frames} frames decoded")
 
@@ -373,9 +272,9 @@ def _assemble(path: str, start: float, end: float | None, run, info: MediaInfo |
     # sample's times (showinfo/ashowinfo), on every build (the input dump's per-stream start times
     # are missing on some, e.g. Debian 12's 5.1)
     lead_frames = lead_samples = 0
-    if (t := first_frame_time(run.stderr)) is not None:
+    if (t := report.first_frame_time) is not None:
         lead_frames = min(n_frames, max(0, math.ceil((t - offset) * FPS - 1e-6)))
-    if has_audio and (t := first_audio_time(run.stderr)) is not None:
+    if has_audio and (t := report.first_audio_time) is not None:
         lead_samples = min(n_samples, max(0, round_half_up(t * SAMPLE_RATE)))
 
     frames_dropped = max(0, len(frames) - n_frames)

@@ -67,7 +67,8 @@ class DecodeClip(beam.DoFn):
         self.fetched = Metrics.counter(NAMESPACE, "bytes_fetched")
 
     def process(self, line: str) -> Iterator[Any]:
-        from pipelines.ffmpeg import DecodeError, local_copy, needs_local_copy
+        from pipelines.ffmpeg_run import DecodeError
+        from pipelines.media_input import local_copy, needs_local_copy
 
         task = json.loads(line)
         if "failure" in task:  # a manifest row that failed already
@@ -222,7 +223,7 @@ def read_manifest_from_args(args: argparse.Namespace) -> Manifest:
 
     duration_fn = None
     if args.clip_seconds:
-        from pipelines.ffmpeg import probe
+        from pipelines.ffmpeg_stderr import probe
 
         def duration_fn(path: str) -> float | None:
             try:

@@ -22,8 +22,8 @@ from typing import Any, Iterator
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines.ffmpeg import needs_local_copy
 from pipelines.manifests import ClipSpec, Manifest, RowFailure
+from pipelines.media_input import needs_local_copy
 
 PLAN_NAME = "plan.jsonl"
 CLIPS_PER_FETCH = 32  # clips of one remote source per task: one fetch serves them all

@@ -56,7 +56,7 @@ def job_generation(cfg, manifest_sha256: str) -> str:
     give the same generation (a rerun rewrites the same names with the same bytes); anything else
     gives a new one, whose shards sit beside the published ones until its index replaces theirs."""
     from pipelines import __version__
-    from pipelines.ffmpeg import ffmpeg_version
+    from pipelines.ffmpeg_run import ffmpeg_version
 
     fields = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "output"}
     text = json.dumps([manifest_sha256, fields, __version__, ffmpeg_version()], sort_keys=True, default=str)

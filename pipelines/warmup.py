@@ -15,7 +15,7 @@ def warm_up() -> dict[str, float]:
     t0 = time.time()
     import librosa
 
-    from pipelines.ffmpeg import ffmpeg_exe
+    from pipelines.ffmpeg_run import ffmpeg_exe
     from pipelines.logmel import log_mel
     from shards.format.schema import MelParams
 

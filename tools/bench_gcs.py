@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     from tools.gcs_emulator import gcs_emulator
 
     with tempfile.TemporaryDirectory(prefix="mbt-bench-gcs-") as tmp:
-        from pipelines.ffmpeg import probe
+        from pipelines.ffmpeg_stderr import probe
 
         duration = probe(args.source).duration
         step = max(0.5, (duration - args.seconds) / max(args.clips - 1, 1))

@@ -4,7 +4,7 @@ The source is a real film looped to a long video (`ffmpeg -stream_loop`, stream 
 Big Buck Bunny trailer becomes ten minutes), cut into N clips of 10 s for each N of `--clips`. For
 each N, three runs on the same clips with the same number of concurrent processes:
 
-- bare ffmpeg (the bound): exactly the job's ffmpeg arguments (`pipelines.decode.decode_args`: seek,
+- bare ffmpeg (the bound): exactly the job's ffmpeg arguments (`pipelines.decode_args.decode_args`: seek,
   25 fps, resize, JPEG, 16 kHz mono f32 audio) writing to files;
 - the decode-only floor: the same seeks and spans decoded to `-f null` (no filters, no encoding);
 - the job: `python -m pipelines.ingest` in a child process on the default runner, both formats, so
@@ -63,7 +63,7 @@ def measure(fn) -> tuple[float, float]:
 
 
 def ffmpeg(*args: str) -> None:
-    from pipelines.ffmpeg import ffmpeg_exe
+    from pipelines.ffmpeg_run import ffmpeg_exe
 
     subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error", "-y",
                     *args], check=True, timeout=1800)
@@ -102,8 +102,9 @@ def covered(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
 
 def bare_ffmpeg(path: Path, spans, out: Path, workers: int, *, floor: bool = False) -> None:
     """The job's ffmpeg work for every span (or, with `floor`, only decoding it), `workers` at a time."""
-    from pipelines.decode import FPS, SAMPLE_RATE, decode_args, round_half_up
-    from pipelines.ffmpeg import input_arg
+    from pipelines.decode import FPS, SAMPLE_RATE, round_half_up
+    from pipelines.decode_args import decode_args
+    from pipelines.media_input import input_arg
 
     def one(i_span):
         i, (start, end) = i_span
@@ -164,7 +165,7 @@ def compare(name: str, source: Path, spans, tmp: Path, args, bound_spans=None, j
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipelines.ffmpeg import probe
+    from pipelines.ffmpeg_stderr import probe
 
     counts = [int(c) for c in args.clips.split(",") if c.strip()]
     with tempfile.TemporaryDirectory(prefix="mbt-bench-ingest-") as tmp:

@@ -1,6 +1,6 @@
 """`mbt bench jpeg`: which JPEG encoder the ingestion keeps, at equal bytes and quality.
 
-The frames of a real film go through the job's own filter graph (`pipelines.decode.video_graph`: 25
+The frames of a real film go through the job's own filter graph (`pipelines.decode_args.video_graph`: 25
 fps, short side 256, full-range BT.601) twice, one thread each:
 
 - ffmpeg's mjpeg encoder at `-q:v Q` (what the job runs): the run's CPU;
@@ -35,8 +35,9 @@ def _cpu() -> tuple[float, float]:
 
 def _frames(source: str, output: list[str]) -> tuple[bytes, float]:
     """ffmpeg's stdout for the job's video graph with `output` options, and the run's CPU seconds."""
-    from pipelines.decode import _fps_mode_args, video_graph
-    from pipelines.ffmpeg import input_arg, run_ffmpeg
+    from pipelines.decode_args import _fps_mode_args, video_graph
+    from pipelines.ffmpeg_run import run_ffmpeg
+    from pipelines.media_input import input_arg
 
     args = ["-filter_complex_threads", "1", "-filter_threads", "1", "-threads", "1", "-i", input_arg(source),
             "-filter_complex", video_graph(256), "-map", "[frames]", *_fps_mode_args(), *output]

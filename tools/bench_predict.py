@@ -56,7 +56,7 @@ def bench(preset: str, source: str, windows: int | None, peak: float) -> list[st
     from mbt.train_config import get_config
     from pipelines.clip import decode, sample_of
     from pipelines.config import IngestConfig
-    from pipelines.ffmpeg import probe
+    from pipelines.ffmpeg_stderr import probe
     from pipelines.logmel import log_mel
     from pipelines.manifests import ClipSpec
     from shards.input.memory_input import as_stored, eval_batches

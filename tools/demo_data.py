@@ -84,7 +84,7 @@ def make_demo_videos(folder: str | os.PathLike, num_per_class: int = 8, seed: in
 
     Splits differ by seed and by file-name prefix (`validation_red_low_000.mp4`), so they never share
     a clip; the train split keeps plain names and `manifest.csv`."""
-    from pipelines.ffmpeg import ffmpeg_exe
+    from pipelines.ffmpeg_run import ffmpeg_exe
 
     folder = Path(folder)
     (folder / "videos").mkdir(parents=True, exist_ok=True)

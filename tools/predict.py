@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from pipelines.ffmpeg import DecodeError
+from pipelines.ffmpeg_run import DecodeError
 from shards.format.schema import FPS
 
 MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl")
@@ -198,7 +198,7 @@ def _samples(p: Predictor, v: Video, key: str, span: float, stride: float, count
     """(stored sample, [{start s, end s, thumbnail} of each window it gives], has audio) for
     `v`: a sample per window of `span` s slid by `stride`, or (count=N) one sample of the whole video
     read at N evenly spaced windows (shards.input.sampling.choose_windows, as evaluation reads a clip)."""
-    from pipelines.ffmpeg import local_copy, needs_local_copy
+    from pipelines.media_input import local_copy, needs_local_copy
 
     # a video in a bucket is copied here once (ffmpeg can't read gs://), and serves all its windows
     with (local_copy(v.path) if needs_local_copy(v.path) else contextlib.nullcontext(v.path)) as local:
@@ -210,7 +210,7 @@ def _samples(p: Predictor, v: Video, key: str, span: float, stride: float, count
 
 def _cut(p: Predictor, v: Video, local: str, key: str, span: float, stride: float, count: int | None):
     from pipelines.clip import decode, sample_of
-    from pipelines.ffmpeg import probe
+    from pipelines.ffmpeg_stderr import probe
     from pipelines.manifests import ClipSpec
     from shards.input.memory_input import as_stored
     from shards.input.sampling import choose_windows

@@ -22,10 +22,9 @@ import io
 
 from shards.format.schema import make_key
 
-from pipelines.manifests.spec import (BadRow, ClipSpec, Manifest, ManifestError, RowFailure, ROW_ERRORS,
-                                      UNKNOWN_LABEL, build_manifest, check_pattern, check_span, default_root,
-                                      failure, fill_pattern, parse_seconds, read_text, resolve_path,
-                                      seconds_field)
+from pipelines.manifests.spec import (BadRow, ClipSpec, Manifest, UNKNOWN_LABEL, build_manifest, check_pattern,
+                                      check_span, csv_records, default_root, fill_pattern, parse_seconds,
+                                      read_rows, read_text, resolve_path, seconds_field)
 from pipelines.manifests.vocabulary import read_class_indices
 
 DEFAULT_PATTERN = "{ytid}_{start_ms}.mp4"
@@ -40,18 +39,9 @@ def read_audioset(segments_csv: str, class_labels_indices_csv: str, video_root: 
     name_of = dict(mids)
     text, sha = read_text(segments_csv)
     root = default_root(segments_csv, video_root)
-    items: list[ClipSpec | RowFailure] = []
     reader = csv.reader(io.StringIO(text, newline=""), skipinitialspace=True)
-    row = 1
-    for fields in reader:
-        if fields and any(f.strip() for f in fields) and not fields[0].lstrip().startswith("#"):
-            try:
-                items.append(_spec(row, fields, name_of, root, pattern, trimmed))
-            except ManifestError:
-                raise
-            except ROW_ERRORS as e:
-                items.append(failure(row, e))
-        row = reader.line_num + 1
+    items = read_rows(csv_records(reader, comments=True),
+                      lambda row, fields: _spec(row, fields, name_of, root, pattern, trimmed))
     return build_manifest(segments_csv, "audioset", sha, items, [name for _, name in mids])
 
 

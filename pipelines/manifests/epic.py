@@ -24,9 +24,9 @@ import re
 
 from shards.format.schema import make_key
 
-from pipelines.manifests.spec import (BadRow, ClipSpec, Manifest, ManifestError, RowFailure, ROW_ERRORS,
-                                      build_manifest, check_pattern, check_span, default_root, failure,
-                                      fill_pattern, read_text, resolve_path, seconds_field)
+from pipelines.manifests.spec import (BadRow, ClipSpec, Manifest, ManifestError, build_manifest, check_pattern,
+                                      check_span, csv_records, default_root, fill_pattern, read_rows, read_text,
+                                      resolve_path, seconds_field)
 
 DEFAULT_PATTERN = "{participant}/videos/{video_id}.MP4"
 PLACEHOLDERS = ("participant", "video_id", "narration_id", "start", "end", "start_ms", "end_ms")
@@ -50,20 +50,8 @@ def read_epic(annotations_csv: str, video_root: str | None = None, pattern: str 
             f"{','.join(REQUIRED[:3])},narration_timestamp,{','.join(REQUIRED[3:])},start_frame,stop_frame,"
             f"narration,{','.join(LABEL_COLUMNS)},all_nouns,all_noun_classes")
     has_labels = all(c in header for c in LABEL_COLUMNS)
-    items: list[ClipSpec | RowFailure] = []
-    row = reader.line_num + 1
-    for fields in reader:
-        if fields and any(f.strip() for f in fields):
-            try:
-                if len(fields) != len(header):
-                    raise BadRow(f"expected {len(header)} fields like the header, got {len(fields)}")
-                items.append(_spec(row, dict(zip(header, (f.strip() for f in fields))), root, pattern,
-                                   has_labels))
-            except ManifestError:
-                raise
-            except ROW_ERRORS as e:
-                items.append(failure(row, e))
-        row = reader.line_num + 1
+    items = read_rows(csv_records(reader),
+                      lambda row, fields: _spec(row, fields, header, root, pattern, has_labels))
     return build_manifest(annotations_csv, "epic", sha, items, vocabulary)
 
 
@@ -75,7 +63,11 @@ def parse_timestamp(text: str, field: str) -> float:
     return int(m[1]) * 3600 + int(m[2]) * 60 + float(m[3])
 
 
-def _spec(row: int, r: dict[str, str], root: str, pattern: str, has_labels: bool) -> ClipSpec:
+def _spec(row: int, fields: list[str], header: list[str], root: str, pattern: str,
+          has_labels: bool) -> ClipSpec:
+    if len(fields) != len(header):
+        raise BadRow(f"expected {len(header)} fields like the header, got {len(fields)}")
+    r = dict(zip(header, (f.strip() for f in fields)))
     narration_id, participant, video_id = r["narration_id"], r["participant_id"], r["video_id"]
     for name, value in (("narration_id", narration_id), ("participant_id", participant),
                         ("video_id", video_id)):

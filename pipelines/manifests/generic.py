@@ -22,12 +22,13 @@ import csv
 import io
 import json
 import os
+from typing import Any, Iterator
 
 from shards.format.schema import make_key
 
-from pipelines.manifests.spec import (BadRow, ClipSpec, Manifest, ManifestError, RowFailure, ROW_ERRORS,
-                                      build_manifest, check_span, default_root, failure, is_url,
-                                      parse_seconds, read_text, resolve_path)
+from pipelines.manifests.spec import (BadRow, ClipSpec, Manifest, ManifestError, RowFailure, build_manifest,
+                                      check_span, csv_records, default_root, is_url, parse_seconds, read_rows,
+                                      read_text, resolve_path)
 
 HEADER = ["path", "start", "end", "labels"]
 JSONL_EXTENSIONS = (".jsonl", ".ndjson")
@@ -51,55 +52,59 @@ def _csv_rows(text: str, root: str, path: str) -> list[ClipSpec | RowFailure]:
         hint = " (a JSONL manifest needs the .jsonl extension)" if text.lstrip().startswith("{") else ""
         raise ManifestError(f"manifest {path!r}: the first line must be the header {','.join(HEADER)!r}, "
                             f"got {','.join(header)!r}{hint}")
-    items: list[ClipSpec | RowFailure] = []
-    row = reader.line_num + 1  # line where the next record starts
-    for fields in reader:
-        if fields and any(f.strip() for f in fields):
-            try:
-                if len(fields) != len(HEADER):
-                    raise BadRow(f"expected {len(HEADER)} fields ({','.join(HEADER)}), got {len(fields)}",
-                                 path=fields[0].strip())
-                raw_path, start, end, labels = (f.strip() for f in fields)
-                items.append(_spec(row, raw_path, start, end, labels.split(";"), root))
-            except ManifestError:
-                raise
-            except ROW_ERRORS as e:
-                items.append(failure(row, e, path=fields[0].strip()))
-        row = reader.line_num + 1
-    return items
+    return read_rows(csv_records(reader), lambda row, fields: _csv_spec(row, fields, root),
+                     path_of=lambda fields: fields[0].strip())
+
+
+def _csv_spec(row: int, fields: list[str], root: str) -> ClipSpec:
+    """One clip from a CSV record; BadRow when it does not have the header's fields."""
+    if len(fields) != len(HEADER):
+        raise BadRow(f"expected {len(HEADER)} fields ({','.join(HEADER)}), got {len(fields)}",
+                     path=fields[0].strip())
+    raw_path, start, end, labels = (f.strip() for f in fields)
+    return _spec(row, raw_path, start, end, labels.split(";"), root)
 
 
 def _jsonl_rows(text: str, root: str) -> list[ClipSpec | RowFailure]:
-    items: list[ClipSpec | RowFailure] = []
+    return read_rows(_jsonl_records(text), lambda row, obj: _jsonl_spec(row, obj, root), path_of=_jsonl_path)
+
+
+def _jsonl_records(text: str) -> Iterator[tuple[int, Any]]:
+    """(line number, the line's JSON value) per non-blank line; a line that is not JSON gives its
+    JSONDecodeError, which _jsonl_spec reports as the row's failure."""
     for row, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        raw_path = ""
-        try:
+        if line.strip():
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
-                raise BadRow(f"not valid JSON: {e.msg} at column {e.colno}") from None
-            if not isinstance(obj, dict):
-                raise BadRow(f"expected a JSON object, got {type(obj).__name__}")
-            raw_path = obj.get("path")
-            if not isinstance(raw_path, str):
-                raise BadRow("field 'path' is missing or not a string")
-            if "labels" not in obj:
-                raise BadRow("field 'labels' is missing (use [] for a clip without labels)")
-            labels = obj["labels"]
-            if isinstance(labels, str):
-                labels = labels.split(";")
-            elif not isinstance(labels, list) or not all(isinstance(x, (str, int)) and not isinstance(x, bool)
-                                                          for x in labels):
-                raise BadRow(f"field 'labels' must be a list of names or an 'a;b' string, got {labels!r}")
-            items.append(_spec(row, raw_path.strip(), obj.get("start"), obj.get("end"),
-                               [str(x) for x in labels], root))
-        except ManifestError:
-            raise
-        except ROW_ERRORS as e:
-            items.append(failure(row, e, path=raw_path if isinstance(raw_path, str) else ""))
-    return items
+                obj = e
+            yield row, obj
+
+
+def _jsonl_spec(row: int, obj: Any, root: str) -> ClipSpec:
+    """One clip from a JSONL line's value; BadRow when it is not an object with path and labels."""
+    if isinstance(obj, json.JSONDecodeError):
+        raise BadRow(f"not valid JSON: {obj.msg} at column {obj.colno}")
+    if not isinstance(obj, dict):
+        raise BadRow(f"expected a JSON object, got {type(obj).__name__}")
+    raw_path = obj.get("path")
+    if not isinstance(raw_path, str):
+        raise BadRow("field 'path' is missing or not a string")
+    if "labels" not in obj:
+        raise BadRow("field 'labels' is missing (use [] for a clip without labels)")
+    labels = obj["labels"]
+    if isinstance(labels, str):
+        labels = labels.split(";")
+    elif not isinstance(labels, list) or not all(isinstance(x, (str, int)) and not isinstance(x, bool)
+                                                  for x in labels):
+        raise BadRow(f"field 'labels' must be a list of names or an 'a;b' string, got {labels!r}")
+    return _spec(row, raw_path.strip(), obj.get("start"), obj.get("end"), [str(x) for x in labels], root)
+
+
+def _jsonl_path(obj: Any) -> str:
+    """A failed JSONL row's path: its 'path' field when that is a string, else ''."""
+    raw_path = obj.get("path") if isinstance(obj, dict) else None
+    return raw_path if isinstance(raw_path, str) else ""
 
 
 def _spec(row: int, raw_path: str, start: object, end: object, labels: list[str], root: str) -> ClipSpec:

@@ -15,7 +15,7 @@ import hashlib
 import math
 import os
 import string
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 from shards.format.storage import is_url
 
@@ -24,6 +24,8 @@ MALFORMED_ROW = "malformed_row"  # a field is missing, not a number, out of rang
 UNKNOWN_LABEL = "unknown_label"  # a label (or AudioSet mid) that is not in the class vocabulary
 PROBE_FAILED = "probe_failed"  # folder + clip_seconds: the video's duration could not be read
 FAILURE_REASONS = (MALFORMED_ROW, UNKNOWN_LABEL, PROBE_FAILED)
+
+R = TypeVar("R")  # a reader's raw record: a CSV row's fields, a JSONL line's value
 
 
 class ManifestError(ValueError):
@@ -94,6 +96,35 @@ def failure(row: int, err: Exception, key: str = "", path: str = "") -> RowFailu
 # Safety net around each row's parse: anything a malformed row can make the parser raise. A
 # ManifestError (a subclass of ValueError) is re-raised before it: it stops the whole read.
 ROW_ERRORS = (BadRow, ValueError, TypeError, KeyError, IndexError)
+
+
+def read_rows(records: Iterable[tuple[int, R]], spec_of: Callable[[int, R], ClipSpec],
+              path_of: Callable[[R], str] = lambda record: "") -> list[ClipSpec | RowFailure]:
+    """One ClipSpec or one RowFailure per (row, record): the row loop of every corpus reader.
+
+    `spec_of(row, record)` makes the clip or raises; a row error (ROW_ERRORS) becomes that row's
+    RowFailure, whose path is the one a BadRow names, else `path_of(record)`. A ManifestError stops
+    the read."""
+    items: list[ClipSpec | RowFailure] = []
+    for row, record in records:
+        try:
+            items.append(spec_of(row, record))
+        except ManifestError:
+            raise
+        except ROW_ERRORS as e:
+            items.append(failure(row, e, path=path_of(record)))
+    return items
+
+
+def csv_records(reader: Iterator[list[str]], *, comments: bool = False) -> Iterator[tuple[int, list[str]]]:
+    """(line where the record starts, fields) for each record of a `csv.reader` that is not blank
+    (with `comments`, nor a line starting with '#'); the rows read_rows numbers its failures by."""
+    row = reader.line_num + 1
+    for fields in reader:
+        blank = not (fields and any(f.strip() for f in fields))
+        if not blank and not (comments and fields[0].lstrip().startswith("#")):
+            yield row, fields
+        row = reader.line_num + 1
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -20,9 +20,9 @@ import io
 
 from shards.format.schema import make_key
 
-from pipelines.manifests.spec import (BadRow, ClipSpec, Manifest, ManifestError, RowFailure, ROW_ERRORS,
-                                      build_manifest, check_pattern, default_root, failure, fill_pattern,
-                                      parse_seconds, read_text, resolve_path, seconds_field)
+from pipelines.manifests.spec import (BadRow, ClipSpec, Manifest, build_manifest, check_pattern, csv_records,
+                                      default_root, fill_pattern, parse_seconds, read_rows, read_text,
+                                      resolve_path, seconds_field)
 
 CLIP_SECONDS = 10.0
 DEFAULT_PATTERN = "{ytid}_{start:06d}.mp4"
@@ -36,29 +36,15 @@ def read_vggsound(csv_path: str, video_root: str | None = None, pattern: str = D
     check_pattern(pattern, PLACEHOLDERS, "vggsound")
     text, sha = read_text(csv_path)
     root = default_root(csv_path, video_root)
-    items: list[ClipSpec | RowFailure] = []
-    all_labels: set[str] = set()
-    skipped = 0
     reader = csv.reader(io.StringIO(text, newline=""), skipinitialspace=True)
-    row = 1
-    for fields in reader:
-        if fields and any(f.strip() for f in fields) and not fields[0].lstrip().startswith("#") \
-                and not _is_header(row, fields):
-            if len(fields) == 4:
-                all_labels.add(fields[2].strip())
-            if split is not None and len(fields) == 4 and fields[3].strip() != split:
-                skipped += 1
-            else:
-                try:
-                    items.append(_spec(row, fields, root, pattern, trimmed))
-                except ManifestError:
-                    raise
-                except ROW_ERRORS as e:
-                    items.append(failure(row, e))
-        row = reader.line_num + 1
-    if vocabulary is None:
-        vocabulary = sorted(all_labels - {""})
-    return build_manifest(csv_path, "vggsound", sha, items, vocabulary, skipped=skipped)
+    records = [(row, fields) for row, fields in csv_records(reader, comments=True)
+               if not _is_header(row, fields)]
+    kept = [(row, fields) for row, fields in records
+            if split is None or len(fields) != 4 or fields[3].strip() == split]
+    items = read_rows(kept, lambda row, fields: _spec(row, fields, root, pattern, trimmed))
+    if vocabulary is None:  # every row's label, of both splits
+        vocabulary = sorted({fields[2].strip() for _, fields in records if len(fields) == 4} - {""})
+    return build_manifest(csv_path, "vggsound", sha, items, vocabulary, skipped=len(records) - len(kept))
 
 
 def _is_header(row: int, fields: list[str]) -> bool:

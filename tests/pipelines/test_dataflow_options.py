@@ -20,7 +20,7 @@ from apache_beam.options.pipeline_options import GoogleCloudOptions, SetupOption
 from pipelines import config
 from pipelines.config import IngestError, beam_options
 from pipelines.decode import decode_clip
-from pipelines.ffmpeg import DecodeError
+from pipelines.ffmpeg_run import DecodeError
 from pipelines.ingest import check_worker_paths, main
 from pipelines.manifests import read_manifest
 

@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 
 from pipelines.decode import DecodeError, decode_clip, round_half_up
-from pipelines.ffmpeg import input_arg, run_ffmpeg
+from pipelines.ffmpeg_run import run_ffmpeg
+from pipelines.media_input import input_arg
 from shards.format.jpeg import jpeg_size
 
 DATA = Path(__file__).resolve().parents[1] / "data"

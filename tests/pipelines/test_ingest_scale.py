@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from pipelines.config import IngestConfig
-from pipelines.ffmpeg import input_arg, run_ffmpeg
+from pipelines.ffmpeg_run import run_ffmpeg
+from pipelines.media_input import input_arg
 from pipelines.ingest import run
 from pipelines.manifests import read_manifest
 from shards.format.dataset_index import load_index, shard_paths

