@@ -317,3 +317,12 @@ def test_no_readable_sample_through_workers_is_one_line_naming_the_stream(tmp_pa
         next(make_input(folder, small_input(num_workers=1), seed=0))
     assert "no usable sample" in str(e.value) and "Traceback" not in str(e.value)
     assert len(str(e.value).splitlines()) == 1
+
+
+def test_the_import_path_from_before_the_two_rooms_still_works():
+    import shards.input
+    import shards.stream
+
+    assert {"make_input", "InputConfig"} <= set(shards.stream.__all__)
+    for name in shards.stream.__all__:
+        assert getattr(shards.stream, name) is getattr(shards.input, name)
