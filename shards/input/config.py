@@ -7,10 +7,6 @@ import dataclasses
 LABEL_KINDS = ("multi_hot", "class_index", "verb_noun")
 
 
-class BadInputWarning(UserWarning):
-    """A shard or sample was skipped (on_error="skip"); the message names the shard, key and reason."""
-
-
 @dataclasses.dataclass(frozen=True)
 class InputConfig:
     """Everything about the input but where it reads from. Defaults: MBT-B on AudioSet (see presets)."""
