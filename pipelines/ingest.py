@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import os
 import sys
@@ -37,10 +38,12 @@ from pipelines.config import (LOCAL_RUNNERS, IngestConfig, IngestError, add_argu
                               check_endpoints)
 from pipelines.manifests import ClipSpec, Manifest, label_indices
 from pipelines.plan import JobPlan, chains, failure_record, spec_from_json, write_plan
-from pipelines.shard_io import finalize_dataset, job_generation, write_shard
+from pipelines.publish import check_publishable, index_path, publish, read_published, remove_unlisted
+from pipelines.shard_io import PENDING_INDEX, build_index, job_generation, write_shard
 from pipelines.split_lock import split_lock
 from pipelines.staging import remove_staged, stage_sample, staging_dir
 from pipelines.stats import DatasetStatsFn, sample_stats
+from shards.format import storage
 from shards.format.naming import assign_shard
 from shards.format.storage import is_url
 
@@ -126,6 +129,11 @@ class DecodeClip(beam.DoFn):
             sample = (sample_of(spec, labels, self.cfg, decoded) if decoded is not None else
                       build_sample(spec, labels, self.cfg, local))
             record = stage_sample(self.staging, sample, self.cfg.formats)
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+                raise  # the output's disk, not this clip: the job fails and says so (disk_full)
+            yield self.failure(spec, "internal_error", f"{type(e).__name__}: {e}".splitlines()[0][:500])
+            return
         except Exception as e:  # noqa: BLE001 - one bad clip (or a bug on one clip) never kills the job
             reason, detail = ((e.reason, e.detail) if isinstance(e, DecodeError) else
                               ("internal_error", f"{type(e).__name__}: {e}".splitlines()[0][:500]))
@@ -166,15 +174,19 @@ class WriteShard(beam.DoFn):
 
 
 class WriteIndex(beam.DoFn):
-    """Write failures.jsonl, then SPLIT.index.json last, from the combined results of the job."""
+    """Write the job's failures file, then its index into the staging folder (last), from the combined
+    results of the job; the launcher publishes it (pipelines.publish)."""
 
     def __init__(self, cfg: IngestConfig, plan: JobPlan):
         self.cfg = cfg
         self.plan = plan
 
     def process(self, _, shard_infos, stats, failures) -> Iterator[dict[str, Any]]:
-        yield finalize_dataset(self.cfg, self.plan.manifest_info, self.plan.vocabulary, shard_infos,
-                               stats, failures, self.plan.generation)
+        index = build_index(self.cfg, self.plan.manifest_info, self.plan.vocabulary, shard_infos, stats,
+                            failures, self.plan.generation)
+        text = json.dumps(index, indent=1, sort_keys=True).encode("utf-8")
+        storage.write_atomic(storage.join(self.plan.staging, PENDING_INDEX), text)
+        yield index
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -280,39 +292,68 @@ def anonymous_on_an_emulator() -> None:
 
 def run(manifest: Manifest, cfg: IngestConfig, beam_args: Sequence[str] = (), *,
         show_progress: bool = True, launch: tuple[Any, str] | None = None) -> dict[str, Any]:
-    """Run the job to completion and return its summary (also written into the index).
+    """Run the job to completion, publish the split (pipelines.publish) and return its summary.
 
     `beam_args` go through `launch_options` before the job is submitted, unless the caller did that
-    already and passes its result as `launch`."""
+    already and passes its result as `launch`. IngestError when the job may not publish: the
+    published split then stays as it was, and the job's files are removed (but its failures file)."""
     options, runner = launch or launch_options(beam_args, cfg)
     check_worker_paths(manifest, runner)
     start = time.time()
     # Only an in-process runner's workers tick this process's counter; remote ones have their own UI.
     reporter = progress.Reporter(len(manifest.specs), enabled=show_progress and runner in LOCAL_RUNNERS)
-    with split_lock(cfg.output, cfg.split):  # one writer per split: it removes what others staged
-        plan = write_plan(manifest, staging_dir(cfg.output, cfg.split, uuid.uuid4().hex[:12]),
-                          job_generation(cfg, manifest.sha256), cfg.shared_decode)
-        with reporter:
-            with beam.Pipeline(options=options) as p:
-                build_pipeline(p, plan, cfg)
-    return check_complete(summarize(cfg, time.time() - start))
+    with split_lock(cfg.output, cfg.split) as lock:  # one writer per split: it removes what others left
+        published = read_published(cfg.output, cfg.split)
+        keep = published.files()
+        remove_unlisted(cfg.output, cfg.split, keep)  # what killed or failed jobs left
+        staging = staging_dir(cfg.output, cfg.split, uuid.uuid4().hex[:12])
+        try:
+            plan = write_plan(manifest, staging, job_generation(cfg, manifest.sha256, published.generation),
+                              cfg.shared_decode)
+            with reporter:
+                with beam.Pipeline(options=options) as p:
+                    build_pipeline(p, plan, cfg)
+            index = json.loads(storage.read_bytes(storage.join(staging, PENDING_INDEX)).decode("utf-8"))
+            failures = storage.join(cfg.output, index["failures_file"])
+            keep = keep | {index["failures_file"]}  # kept when the job is refused: it says why
+            check_publishable(index, published, cfg.max_failed_fraction, failures)
+            publish(cfg.output, cfg.split, index, lock, published)
+            keep = {s["path"] for entries in index["shards"].values() for s in entries} | {index["failures_file"]}
+        except Exception as e:
+            full = disk_full(cfg.output, e)
+            if full is None:
+                raise
+            raise full from None
+        finally:
+            if lock.held():  # (a job whose lock was taken from it touches nothing more)
+                remove_unlisted(cfg.output, cfg.split, keep)
+    return summarize(index, index_path(cfg.output, cfg.split), time.time() - start)
 
 
-def check_complete(summary: dict[str, Any]) -> dict[str, Any]:
-    """The summary, or IngestError if samples were decoded but reached no shard (a runner fault: every
-    row must end as one sample or one failure)."""
-    if summary["lost"]:
-        raise IngestError(f"{summary['lost']} of the {summary['rows']} rows were decoded but reached no shard "
-                          f"(the runner lost them; {summary['index']} counts them as lost): run the same "
-                          f"command again, it rewrites the same shards")
-    return summary
+def disk_full(output: str, error: BaseException) -> IngestError | None:
+    """A one-line IngestError for a job that ran out of space (also when the runner wrapped the
+    OSError), naming the output and the space left; None for any other error."""
+    seen, e = set(), error
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if (isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)) or "No space left on device" in str(e):
+            free = ""
+            if not is_url(output):
+                import shutil
+
+                folder = output
+                while folder and not os.path.isdir(folder):
+                    folder = os.path.dirname(folder)
+                free = f", {shutil.disk_usage(folder or '.').free / 1e6:.1f} MB free"
+            return IngestError(f"{output}: the disk is full (no space left on device{free}); the job removed "
+                               f"its staged and temporary files and published nothing; free some space and "
+                               f"run it again")
+        e = e.__cause__ or e.__context__
+    return None
 
 
-def summarize(cfg: IngestConfig, wall_seconds: float) -> dict[str, Any]:
-    """The job's summary, read back from the index it wrote (the one source of truth)."""
-    from shards.format.dataset_index import load_index
-
-    index = load_index(cfg.output, cfg.split)
+def summarize(index: dict[str, Any], path: str, wall_seconds: float) -> dict[str, Any]:
+    """The job's summary, from the index it published (the one source of truth)."""
     counts = index["counts"]
     return {
         "rows": counts["rows"], "written": counts["written"], "failed": counts["failed"],
@@ -322,7 +363,7 @@ def summarize(cfg: IngestConfig, wall_seconds: float) -> dict[str, Any]:
         "clips_per_second": round(counts["rows"] / wall_seconds, 2) if wall_seconds > 0 else None,
         "balanced": counts["rows"] == counts["written"] + counts["failed"], "lost": counts.get("lost", 0),
         "fetched_bytes": index.get("fetched_bytes", 0),
-        "index": index["index_path"],
+        "index": path,
     }
 
 
@@ -362,15 +403,10 @@ def run_from_args(args: argparse.Namespace, beam_args: list[str]) -> int:
     return 0 if summary["balanced"] else 1
 
 
-def _user_errors() -> tuple[type[Exception], ...]:
-    from pipelines.manifests import ManifestError
-    from shards.format.schema import SchemaError
-
-    return (IngestError, ManifestError, SchemaError, FileNotFoundError)
-
-
 if __name__ == "__main__":
+    from shards.format.errors import UserError
+
     try:
         sys.exit(main())
-    except _user_errors() as e:
+    except UserError as e:
         sys.exit(f"ingest: error: {e}")

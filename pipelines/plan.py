@@ -19,11 +19,9 @@ import itertools
 import json
 from typing import Any, Iterator
 
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
-
 from pipelines.manifests import ClipSpec, Manifest, RowFailure
 from pipelines.media_input import needs_local_copy
+from shards.format import storage
 
 PLAN_NAME = "plan.jsonl"
 CLIPS_PER_FETCH = 32  # clips of one remote source per task: one fetch serves them all
@@ -98,11 +96,11 @@ def failure_record(spec: ClipSpec | RowFailure, reason: str, detail: str) -> dic
 
 def write_plan(manifest: Manifest, staging: str, generation: str, shared_decode: float = 0.0) -> JobPlan:
     """Write the plan of `manifest` into the staging folder (`shared_decode`: see `tasks`)."""
-    path = FileSystems.join(staging, PLAN_NAME)
+    path = storage.join(staging, PLAN_NAME)
     lines = itertools.chain(
         ({"clips": [spec_to_json(s) for s in task]} for task in tasks(manifest, shared_decode)),
         ({"failure": failure_record(r, r.reason, r.detail)} for r in manifest.failures))
-    with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+    with storage.open_atomic(path) as f:
         for line in lines:  # the file objects buffer
             f.write(json.dumps(line, separators=(",", ":")).encode("utf-8") + b"\n")
     return JobPlan(path=path, staging=staging, generation=generation, rows=manifest.rows,

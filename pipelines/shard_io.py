@@ -1,9 +1,12 @@
-"""Writing a dataset through Beam's FileSystems: shards (temp name + rename), failures, the index.
+"""Writing a dataset: shards (streamed from staged samples, checksummed), the failures file, and the
+job's index, which pipelines.publish then puts in place.
 
-Paths go through `FileSystems`, so the same code writes to a local folder, gs:// or s3://. A shard is
-streamed from its staged samples (pipelines.staging) under a hidden temporary name and renamed when
-whole (as TFDS's BeamWriter does), so a killed or retried job never leaves a half shard under a real
-name; the index is written last, and the staging area removed after it.
+Every path goes through shards.format.storage, the one storage layer of the toolkit's readers and
+writers, so the same code writes to a local folder or a bucket. A shard is written with
+`storage.open_atomic` (a temporary name renamed when whole locally, one upload on a store), so a killed
+or retried job never leaves a half shard under a real name. Every file a job writes carries its
+generation in its name, and a job's generation is never the published one's, so nothing a reader of
+the published split can see is ever written over.
 """
 
 from __future__ import annotations
@@ -12,104 +15,63 @@ import dataclasses
 import hashlib
 import json
 import posixpath
-import uuid
 from typing import Any, Sequence
 
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
+from pipelines.staging import copy_staged, shard_size
+from shards.format import storage
+from shards.format.checksum import ChecksumWriter, crc32c_hex, stream_crc32c
+from shards.format.naming import shard_name
 
-from pipelines.staging import copy_staged, remove_staging, shard_size
-from shards.format.naming import EXTENSIONS, shard_name
-from shards.format.storage import is_url
-
-INDEX_VERSION = 1
-TMP_PREFIX = ".tmp-"
+INDEX_VERSION = 2  # 2: shards' crc32c, the failures file named by generation, with its crc32c
+PENDING_INDEX = "index.json"  # the job's index in its staging folder, until pipelines.publish places it
 
 
-def join(folder: str, name: str) -> str:
-    return FileSystems.join(folder, name)
-
-
-def _ensure_dir(folder: str) -> None:
-    if not is_url(folder) and not FileSystems.exists(folder):
-        try:
-            FileSystems.mkdirs(folder)
-        except OSError:  # another worker made it first
-            pass
-
-
-def _write_bytes_atomic(path: str, write) -> int:
-    """Call write(fileobj) on a temporary file beside `path`, then rename it to `path`; return bytes."""
-    folder, name = posixpath.split(path)
-    _ensure_dir(folder)
-    tmp = join(folder, f"{TMP_PREFIX}{name}-{uuid.uuid4().hex[:8]}")
-    with FileSystems.create(tmp, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-        write(f)
-    if FileSystems.exists(path):
-        FileSystems.delete([path])
-    FileSystems.rename([tmp], [path])
-    return _size(path)
-
-
-def job_generation(cfg, manifest_sha256: str) -> str:
-    """The 8 hex digits in the names of a job's shards: the same manifest, settings, tool and ffmpeg
-    give the same generation (a rerun rewrites the same names with the same bytes); anything else
-    gives a new one, whose shards sit beside the published ones until its index replaces theirs."""
+def job_generation(cfg, manifest_sha256: str, published: str | None) -> str:
+    """The 8 hex digits in the names of a job's files: a function of the manifest, the settings, the
+    tool, ffmpeg and the generation now published, so a rerun of a killed job writes the same names,
+    and no job ever writes a name of the published split (`published`), whose readers would see it
+    change under them."""
     from pipelines import __version__
     from pipelines.ffmpeg_run import ffmpeg_version
 
-    fields = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "output"}
-    text = json.dumps([manifest_sha256, fields, __version__, ffmpeg_version()], sort_keys=True, default=str)
+    fields = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("output", "max_failed_fraction")}
+    text = json.dumps([manifest_sha256, fields, __version__, ffmpeg_version(), published], sort_keys=True,
+                      default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
+
+
+def failures_name(split: str, generation: str) -> str:
+    return f"{split}-g{generation}.failures.jsonl"
 
 
 def write_shard(output: str, split: str, shard_id: int, num_shards: int, fmt: str, position: int,
                 records: Sequence[dict[str, Any]], generation: str | None = None) -> dict[str, Any]:
     """Write one shard file from staged samples (`records` already in key order; `position` is the
-    format's place in the staged files); return its index entry."""
-    path = join(output, shard_name(split, shard_id, num_shards, fmt, generation))
+    format's place in the staged files); return its index entry, with the file's CRC32C."""
+    path = storage.join(output, shard_name(split, shard_id, num_shards, fmt, generation))
     expected = shard_size(records, fmt, position)
-    if records and not FileSystems.exists(records[0]["staged"]) and _size(path) == expected:
-        size = expected  # a retry of a WriteShard that finished: its staged files are gone, its shard is there
+    if records and storage.size(records[0]["staged"]) is None and storage.size(path) == expected:
+        # a retry of a WriteShard that finished: its staged files are gone, its shard is there
+        with storage.open_path(path) as f:
+            crc, size = stream_crc32c(f)
     else:
-        size = _write_bytes_atomic(path, lambda f: copy_staged(records, fmt, position, f))
+        with storage.open_atomic(path) as f:
+            out = ChecksumWriter(f)
+            copy_staged(records, fmt, position, out)
+        crc, size = out.crc.hexdigest(), out.bytes
     return {"format": fmt, "path": posixpath.basename(path), "shard": shard_id, "samples": len(records),
-            "bytes": size}
+            "bytes": size, "crc32c": crc}
 
 
-def _size(path: str) -> int | None:
-    found = FileSystems.match([path])[0].metadata_list
-    return found[0].size_in_bytes if found else None
-
-
-def index_path(output: str, split: str) -> str:
-    return join(output, f"{split}.index.json")
-
-
-def failures_path(output: str, split: str) -> str:
-    return join(output, f"{split}.failures.jsonl")
-
-
-def _remove_stale(output: str, split: str, keep: set[str]) -> None:
-    """Delete temp files and shards of this split that the index does not list (older generations)."""
-    patterns = [join(output, f"{TMP_PREFIX}{split}-*")]
-    patterns += [join(output, f"{split}-*-of-*{ext}") for ext in EXTENSIONS.values()]
-    stale = [m.path for r in FileSystems.match(patterns) for m in r.metadata_list
-             if posixpath.basename(m.path) not in keep]
-    if stale:
-        FileSystems.delete(stale)
-
-
-def finalize_dataset(cfg, manifest_info: dict[str, Any], vocabulary: list[str],
-                     shard_infos: list[dict[str, Any]], stats: dict[str, Any],
-                     failures: list[dict[str, Any]], generation: str | None = None) -> dict[str, Any]:
-    """Write SPLIT.failures.jsonl and then SPLIT.index.json, which publishes the split; then remove
-    what the index does not list (older generations' shards, temp files, the staging area). Return
-    the index."""
+def build_index(cfg, manifest_info: dict[str, Any], vocabulary: list[str],
+                shard_infos: list[dict[str, Any]], stats: dict[str, Any],
+                failures: list[dict[str, Any]], generation: str) -> dict[str, Any]:
+    """Write the job's failures file (SPLIT-gGEN.failures.jsonl) and return the job's index, which
+    names it and every shard, with their sizes and checksums. Nothing is published here."""
     failures = sorted(failures, key=lambda f: (f["row"], f["key"]))
     lines = "".join(json.dumps(f, sort_keys=True) + "\n" for f in failures).encode("utf-8")
-    _write_bytes_atomic(failures_path(cfg.output, cfg.split), lambda f: f.write(lines))
-
+    name = failures_name(cfg.split, generation)
+    storage.write_atomic(storage.join(cfg.output, name), lines)
     by_reason: dict[str, int] = {}
     for f in failures:
         by_reason[f["reason"]] = by_reason.get(f["reason"], 0) + 1
@@ -145,11 +107,6 @@ def finalize_dataset(cfg, manifest_info: dict[str, Any], vocabulary: list[str],
         "mel_mean": stats["mel_mean"], "mel_std": stats["mel_std"],
         "mel_mean_per_bin": stats["mel_mean_per_bin"], "mel_std_per_bin": stats["mel_std_per_bin"],
         "manifest": manifest_info,
-        "failures_file": posixpath.basename(failures_path(cfg.output, cfg.split)),
+        "failures_file": name, "failures_crc32c": crc32c_hex(lines),
     }
-    text = (json.dumps(index, indent=1, sort_keys=True) + "\n").encode("utf-8")
-    _write_bytes_atomic(index_path(cfg.output, cfg.split), lambda f: f.write(text))
-    # only now, with the new index in place: a kill before this leaves the old dataset whole
-    _remove_stale(cfg.output, cfg.split, {s["path"] for entries in shards.values() for s in entries})
-    remove_staging(cfg.output, cfg.split)
     return index

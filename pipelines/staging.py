@@ -5,26 +5,21 @@ every requested format once and writes the pieces (exactly the bytes each shard 
 format after format) to one staged file under `OUT/.staging-SPLIT-JOB/`; only a record of a few
 hundred bytes (key, staged path, bytes per format) goes on through GroupByKey. WriteShard then
 streams its shard's staged pieces, in key order, into the shard (temporary name, then rename) and
-removes them. Everything goes through Beam's FileSystems, so the staging area lives beside the
-output on a local disk or in a bucket alike. What a killed job staged is removed by the next job
-that finishes the split.
+removes them. Everything goes through shards.format.storage, so the staging area lives beside the
+output on a local disk or in a bucket alike. A job removes its staging folder however it ends; what a
+killed job staged is removed by the next job that takes the split's lock.
 """
 
 from __future__ import annotations
 
-import posixpath
 from typing import Any, BinaryIO, Sequence
 
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
-
+from shards.format import storage
 from shards.format.schema import Sample
-from shards.format.storage import is_url
 
 STAGING_PREFIX = ".staging-"
 STAGED_SUFFIX = ".sample"
 _CHUNK = 1 << 20
-_RAW = CompressionTypes.UNCOMPRESSED
 
 
 def codec(fmt: str):
@@ -38,15 +33,16 @@ def codec(fmt: str):
 
 def staging_dir(output: str, split: str, job: str) -> str:
     """The staging folder of one job: hidden, so no reader or shard pattern ever sees it."""
-    return FileSystems.join(output, f"{STAGING_PREFIX}{split}-{job}")
+    return storage.join(output, f"{STAGING_PREFIX}{split}-{job}")
 
 
 def stage_sample(folder: str, sample: Sample, formats: Sequence[str]) -> dict[str, Any]:
     """Write `sample`'s bytes in every format to one staged file; return the small record that
     stands for it in the shuffle."""
     pieces = [codec(fmt).sample_bytes(sample) for fmt in formats]
-    path = FileSystems.join(folder, sample.key + STAGED_SUFFIX)
-    with FileSystems.create(path, compression_type=_RAW) as f:
+    path = storage.join(folder, sample.key + STAGED_SUFFIX)
+    storage.makedirs(folder)
+    with storage.open_path(path, "wb") as f:
         for piece in pieces:
             f.write(piece)
     return {"key": sample.key, "staged": path, "sizes": [len(p) for p in pieces]}
@@ -64,7 +60,7 @@ def copy_staged(records: Sequence[dict[str, Any]], fmt: str, position: int, out:
     written = 0
     for r in records:
         offset, size = sum(r["sizes"][:position]), r["sizes"][position]
-        with FileSystems.open(r["staged"], compression_type=_RAW) as f:
+        with storage.open_path(r["staged"], "rb") as f:
             if offset:
                 f.seek(offset)
             left = size
@@ -79,18 +75,4 @@ def copy_staged(records: Sequence[dict[str, Any]], fmt: str, position: int, out:
 
 
 def remove_staged(records: Sequence[dict[str, Any]]) -> None:
-    paths = [r["staged"] for r in records]
-    if paths:
-        FileSystems.delete(paths)
-
-
-def remove_staging(output: str, split: str) -> None:
-    """Remove every staging folder of `split` under `output`: this job's and any a killed job left."""
-    top = FileSystems.join(output, f"{STAGING_PREFIX}{split}-*")
-    files = [m.path for m in FileSystems.match([FileSystems.join(top, "*")])[0].metadata_list]
-    if files:
-        FileSystems.delete(files)
-    if not is_url(output):  # a bucket has no folders to remove; a local disk does
-        folders = sorted({posixpath.dirname(p) for p in files})
-        if folders:
-            FileSystems.delete(folders)
+    storage.delete([r["staged"] for r in records])

@@ -9,12 +9,17 @@ installed. Imports of fsspec and TensorFlow happen on first use of a URL.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import os
 import posixpath
 import re
-from typing import IO
+import uuid
+from typing import IO, BinaryIO, Iterator, Sequence
+
+from shards.format.errors import UserError
+from shards.format.failpoints import failpoint
 
 
 _URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -52,7 +57,7 @@ def use_environment(env: dict[str, str | None]) -> None:
             os.environ[k] = v
 
 
-class StorageError(OSError):
+class StorageError(UserError, OSError):
     """A URL's storage service can't be reached or refuses us; the message names the URL and the fix."""
 
 
@@ -143,6 +148,7 @@ def size(path: str) -> int | None:
             return os.stat(path).st_size
         fs = filesystem(path)
         if fs is not None:
+            fs.invalidate_cache(path)  # (another process may have written it since we last looked)
             return fs.size(path)
         import tensorflow as tf
 
@@ -174,6 +180,7 @@ def listdir(folder: str) -> list[str]:
         return os.listdir(folder) if os.path.isdir(folder) else []
     fs = filesystem(folder)
     if fs is not None:
+        fs.invalidate_cache(folder)
         try:
             return [posixpath.basename(p.rstrip("/")) for p in fs.ls(folder, detail=False)]
         except FileNotFoundError:
@@ -196,6 +203,7 @@ def glob(pattern: str) -> list[str]:
         return sorted(globlib.glob(pattern))
     fs = filesystem(pattern)
     if fs is not None:
+        fs.invalidate_cache()
         protocol = pattern.split("://", 1)[0]
         return sorted(p if is_url(p) else f"{protocol}://{p.lstrip('/')}" for p in fs.glob(pattern))
     import tensorflow as tf
@@ -209,40 +217,76 @@ def read_bytes(path: str) -> bytes:
         return f.read()
 
 
-@_url_errors
-def write_atomic(path: str, data: bytes) -> None:
-    """Write a whole file that readers see entirely or not at all: a temporary name renamed over
-    `path` locally; one object upload on a store (an object becomes visible only when complete)."""
+# ------------------------------------------------------------------------------------------ writes
+TMP_PREFIX = ".tmp-"  # a file being written: hidden, never listed by a reader, removed by cleanup
+
+
+@contextlib.contextmanager
+def open_atomic(path: str) -> Iterator[BinaryIO]:
+    """A file to write that readers see at `path` whole or not at all. Locally: a hidden temporary
+    file beside it, flushed to disk, then renamed over `path` (POSIX rename replaces the old file in
+    one step; nothing is ever unlinked first). On an object store: one upload, which becomes visible
+    only when complete. If the block raises, nothing appears and the temporary file is gone."""
     if not is_url(path):
-        tmp = f"{path}.tmp-{os.getpid()}"
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+        folder, name = os.path.split(path)
+        os.makedirs(folder or ".", exist_ok=True)
+        tmp = os.path.join(folder, f"{TMP_PREFIX}{name}-{uuid.uuid4().hex[:8]}")
+        try:
+            with open(tmp, "wb") as f:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            failpoint("atomic:before_rename")
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            raise
+        _fsync_dir(folder)
         return
+    f = _url_errors(_open_for_upload)(path)
+    try:
+        yield f
+    except BaseException:
+        discard = getattr(f, "discard", None)
+        if discard is not None:  # (fsspec: cancel the upload instead of committing it on close)
+            with contextlib.suppress(Exception):
+                discard()
+        raise
+    f.close()
+
+
+def _open_for_upload(path: str):
     fs = filesystem(path)
     if fs is not None:
-        fs.pipe_file(path, data)
-        return
-    with open_path(path, "wb") as f:
+        return fs.open(path, "wb")
+    import tensorflow as tf
+
+    return tf.io.gfile.GFile(path, "wb")
+
+
+def _fsync_dir(folder: str) -> None:
+    """Make a rename in `folder` durable (a power cut after it must not bring the old name back)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder or ".", os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """Write a whole file that readers see entirely or not at all (see open_atomic)."""
+    with open_atomic(path) as f:
         f.write(data)
 
 
 @_url_errors
 def upload(local: str, path: str) -> None:
-    """Copy a local file to `path` (a URL or another local path), whole (see write_atomic)."""
-    if not is_url(path):
-        import shutil
+    """Copy a local file to `path` (a URL or another local path), whole (see open_atomic)."""
+    import shutil
 
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        shutil.copyfile(local, path)
-        return
-    fs = filesystem(path)
-    if fs is not None:
-        fs.put_file(local, path)
-        return
-    with open(local, "rb") as src, open_path(path, "wb") as dst:
-        import shutil
-
+    with open(local, "rb") as src, open_atomic(path) as dst:
         shutil.copyfileobj(src, dst, 1 << 20)
 
 
@@ -257,23 +301,90 @@ def create_exclusive(path: str, data: bytes) -> bool:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
             return False
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        return True
-    if path.startswith(("gs://", "gcs://")):
-        filesystem(path)  # (the endpoint check)
-        from google.api_core.exceptions import PreconditionFailed
-
-        bucket, _, name = path.split("://", 1)[1].partition("/")
         try:
-            _gcs_client().bucket(bucket).blob(name).upload_from_string(data, if_generation_match=0)
-        except PreconditionFailed:
-            return False
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+        except BaseException:
+            with contextlib.suppress(OSError):  # (a full disk: leave no empty file behind)
+                os.remove(path)
+            raise
         return True
+    if is_gcs(path):
+        return write_if_generation(path, data, 0)
     if size(path) is not None:
         return False
     write_atomic(path, data)
     return True
+
+
+def is_gcs(path: str) -> bool:
+    return path.startswith(("gs://", "gcs://"))
+
+
+def _blob(path: str):
+    filesystem(path)  # (the endpoint check)
+    bucket, _, name = path.split("://", 1)[1].partition("/")
+    return _gcs_client().bucket(bucket).blob(name)
+
+
+@_url_errors
+def read_generation(path: str) -> tuple[bytes, int] | None:
+    """(content, generation) of a gs:// object, or None when there is none. The generation is what
+    `write_if_generation` compares against: it changes with every write of the object."""
+    from google.api_core.exceptions import NotFound
+
+    blob = _blob(path)
+    try:
+        data = blob.download_as_bytes()
+    except NotFound:
+        return None
+    return data, int(blob.generation or 0)
+
+
+@_url_errors
+def write_if_generation(path: str, data: bytes, generation: int) -> bool:
+    """Write a gs:// object only while its generation is `generation` (0: only while it does not
+    exist): GCS's compare-and-swap. True if written; False if another writer came first."""
+    from google.api_core.exceptions import PreconditionFailed
+
+    try:
+        _blob(path).upload_from_string(data, if_generation_match=generation)
+    except PreconditionFailed:
+        return False
+    return True
+
+
+@_url_errors
+def delete(paths: Sequence[str]) -> None:
+    """Remove files (and, locally, folders with what is in them); a path already gone is no error."""
+    import shutil
+
+    urls = [p for p in paths if is_url(p)]
+    for p in paths:
+        if is_url(p):
+            continue
+        if os.path.isdir(p) and not os.path.islink(p):
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(p)
+    if urls:
+        fs = filesystem(urls[0])
+        for p in urls:
+            with contextlib.suppress(FileNotFoundError):
+                fs.rm(p, recursive=True)
+        fs.invalidate_cache()
+
+
+@_url_errors
+def rename(src: str, dst: str) -> None:
+    """Move a file over `dst` in one step locally (os.replace); copy then delete on an object store."""
+    if not is_url(src):
+        os.replace(src, dst)
+        return
+    fs = filesystem(src)
+    fs.mv(src, dst)
+    fs.invalidate_cache()
 
 
 @functools.lru_cache(maxsize=None)

@@ -148,12 +148,12 @@ def test_duplicate_keys_are_rejected_before_any_work(tmp_path):
         read_manifest(str(manifest))
 
 
-def test_samples_that_reach_no_shard_fail_the_job(dataset, tmp_path):
-    """A sample decoded but missing from its shard (a runner fault, seen once) is counted as lost and
-    fails the job with the fix, instead of an index that claims it."""
+def test_samples_that_reach_no_shard_are_never_published(dataset, tmp_path):
+    """A sample decoded but missing from its shard (a runner fault, seen once) is counted as lost, and
+    such a job does not publish: it says so with the fix, and the published split stays."""
     from pipelines.config import IngestError
-    from pipelines.ingest import check_complete, summarize
-    from pipelines.shard_io import finalize_dataset
+    from pipelines.publish import check_publishable, read_published
+    from pipelines.shard_io import build_index
 
     out, _ = dataset
     index = load_index(str(out), "train")
@@ -164,14 +164,13 @@ def test_samples_that_reach_no_shard_fail_the_job(dataset, tmp_path):
     stats = {k: index[k] for k in ("label_counts", "mel_mean", "mel_std", "mel_mean_per_bin", "mel_std_per_bin")}
     stats.update(samples=index["num_samples"], seconds=index["media_seconds"], frames=index["frames"],
                  no_audio=index["no_audio_samples"])
-    failures = read_failures(index)
-    finalize_dataset(cfg, index["manifest"], index["classes"], infos, stats, failures)
-    summary = summarize(cfg, 1.0)
-    assert summary["lost"] == 1 and not summary["balanced"]
-    assert load_index(str(tmp_path), "train")["num_samples"] == index["num_samples"] - 1
-    with pytest.raises(IngestError, match=r"1 of the \d+ rows were decoded but reached no shard.*run the same command"):
-        check_complete(summary)
-    assert check_complete(summarize(IngestConfig(output=str(out), num_shards=2), 1.0))["lost"] == 0
+    job = build_index(cfg, index["manifest"], index["classes"], infos, stats, read_failures(index), "0badc0de")
+    assert job["counts"]["lost"] == 1 and job["num_samples"] == index["num_samples"] - 1
+    published = read_published(str(out), "train")
+    with pytest.raises(IngestError, match=r"1 rows reached neither a shard nor the failures.*the published split "
+                                          r"\(\d+ samples\) is unchanged; run the same command again"):
+        check_publishable(job, published, 0.5, "F")
+    check_publishable(index, published, 0.5, "F")  # the published one balances
 
 
 def test_shared_decode_cuts_overlapping_clips_from_one_run_and_keeps_every_row(tmp_path):

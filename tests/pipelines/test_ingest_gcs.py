@@ -4,6 +4,8 @@ and the training input read it back through shards.format.storage (gcsfs)."""
 
 from __future__ import annotations
 
+import json
+
 import shutil
 from pathlib import Path
 
@@ -36,8 +38,10 @@ def test_ingest_writes_a_whole_dataset_into_the_bucket(bucket_dataset):
     out, summary = bucket_dataset
     assert summary["balanced"] and summary["written"] == 4 and summary["index"] == f"{out}/train.index.json"
     names = storage.listdir(out)
-    assert sorted(n for n in names if not n.startswith("train-")) == ["train.failures.jsonl", "train.index.json"]
-    assert len([n for n in names if n.startswith("train-")]) == 4  # 2 shards x 2 formats, nothing staged
+    gen = json.loads(storage.read_bytes(summary["index"]))["generation"]
+    assert sorted(n for n in names if not n.startswith("train-0")) == [f"train-g{gen}.failures.jsonl",
+                                                                       "train.index.json"]
+    assert len([n for n in names if n.startswith("train-0")]) == 4  # 2 shards x 2 formats, nothing staged
     assert not [n for n in names if n.startswith((".staging-", ".tmp-")) or n.endswith(".lock")]
 
 
@@ -146,7 +150,7 @@ def test_the_split_lock_in_a_bucket_has_exactly_one_holder(gcs_bucket):
 
     out = f"{gcs_bucket}/locked_ds"
     with split_lock(out, "train") as lock:
-        assert storage.size(lock) is not None
+        assert storage.size(lock.path) is not None
         with pytest.raises(IngestError, match="being written by another job"):
             with split_lock(out, "train"):
                 pass

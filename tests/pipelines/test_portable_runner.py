@@ -122,7 +122,7 @@ def test_portable_runner_writes_the_same_bytes_as_the_fnapi_runner(worker_pool, 
     gen = json.loads((tmp_path / "fnapi" / "train.index.json").read_text())["generation"]
     assert sorted(want) == [f"train-00000-of-00002-g{gen}.tar", f"train-00000-of-00002-g{gen}.tfrecord",
                             f"train-00001-of-00002-g{gen}.tar", f"train-00001-of-00002-g{gen}.tfrecord",
-                            "train.failures.jsonl", "train.index.json"]
+                            f"train-g{gen}.failures.jsonl", "train.index.json"]
     assert got == want
 
 

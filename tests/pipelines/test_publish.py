@@ -70,7 +70,8 @@ def test_a_reingest_killed_after_its_first_shard_leaves_the_published_split_whol
                                                  num_shards=8), show_progress=False)
     new = listed(out)
     names = {p.name for p in out.iterdir()}
-    assert not new & old and names == new | {"train.index.json", "train.failures.jsonl"}
+    failures = json.loads((out / "train.index.json").read_text())["failures_file"]
+    assert not new & old and names == new | {"train.index.json", failures}
 
 
 def test_readers_refuse_a_split_whose_listed_shards_are_missing_or_changed(tmp_path, capsys):

@@ -19,7 +19,8 @@ DATA = ROOT / "tests" / "data"
 
 
 def test_a_held_lock_refuses_a_second_writer_and_is_released(tmp_path):
-    with split_lock(str(tmp_path), "train") as path:
+    with split_lock(str(tmp_path), "train") as lock:
+        path = lock.path
         holder = json.loads(Path(path).read_text())
         with pytest.raises(IngestError, match=rf"being written by another job \(host .*pid {holder['pid']}"):
             with split_lock(str(tmp_path), "train"):

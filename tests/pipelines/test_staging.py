@@ -7,7 +7,8 @@ import os
 
 import pytest
 
-from pipelines.staging import copy_staged, remove_staged, remove_staging, shard_size, stage_sample, staging_dir
+from pipelines.publish import remove_unlisted
+from pipelines.staging import copy_staged, remove_staged, shard_size, stage_sample, staging_dir
 from shards.format.tfrecord_codec import write_tfrecord
 from shards.format.webdataset_codec import write_webdataset
 from tests.conftest import clip_sample
@@ -51,5 +52,9 @@ def test_staging_is_removed_whole(staged):
     other = staging_dir(str(out), "valid", "job2")  # another split's: not ours to remove
     os.makedirs(other)
     open(os.path.join(other, "y.sample"), "wb").close()
-    remove_staging(str(out), "train")
-    assert sorted(os.listdir(out)) == [os.path.basename(other)]
+    (out / "train_x.failures.jsonl").write_text("")  # another split's, whose name begins like ours
+    (out / ".tmp-train_x.index.json-0badc0de").write_text("")
+    removed = remove_unlisted(str(out), "train", keep=set())
+    assert sorted(removed) == [os.path.basename(staging_dir(str(out), "train", "job1")), os.path.basename(stale)]
+    assert sorted(os.listdir(out)) == sorted([os.path.basename(other), "train_x.failures.jsonl",
+                                              ".tmp-train_x.index.json-0badc0de"])
