@@ -43,6 +43,7 @@ def run_inspect(args: argparse.Namespace) -> int:
     print(json.dumps(inspect_sample.sample_summary(sample), indent=1) if args.json
           else inspect_sample.describe(sample))
     if args.png:
+        inspect_sample.check_frame_sizes(sample, args.path)  # (before Pillow is handed a frame)
         print(f"contact sheet: {inspect_sample.contact_sheet(sample, args.png)}")
     return 0
 
@@ -59,6 +60,8 @@ def run_validate(args: argparse.Namespace) -> int:
     from tools.dataset_report import validate_dataset
 
     report = validate_dataset(args.folder, args.split)
+    for note in report.notes:
+        print(f"NOTE {note}")
     for problem in report.problems:
         print(f"PROBLEM {problem}")
     print(f"validate: {report.samples} samples in {report.shards} shards read; "

@@ -1,13 +1,20 @@
 """Whole-dataset views: `stats` (from the index, once its shards are checked to be there, whole) and
-`validate` (reads every sample)."""
+`validate` (reads every sample, and checks every file's checksum where the index records one)."""
 
 from __future__ import annotations
 
+import collections
 import dataclasses
-from typing import Any
+from typing import Any, BinaryIO
 
-from shards.format.dataset_index import list_splits, load_index, read_failures, shard_paths
+import numpy as np
+
+from shards.format.checksum import CHUNK, Crc32c, stream_crc32c
+from shards.format.dataset_index import INDEX_SUFFIX, list_splits, load_index, read_failures, shard_paths
 from shards.format.errors import ShardError
+from shards.format.jpeg import FrameBounds, FrameSizeError
+from shards.format.limits import bytes_left
+from shards.format.storage import join, open_path
 
 
 def dataset_stats(folder: str, splits: list[str] | None = None) -> list[dict[str, Any]]:
@@ -58,9 +65,10 @@ def format_stats(stats: list[dict[str, Any]], top: int = 20) -> str:
 
 @dataclasses.dataclass
 class ValidationReport:
-    samples: int = 0  # samples read and decoded
+    samples: int = 0  # samples read (each either decoded or reported)
     shards: int = 0
     problems: list[str] = dataclasses.field(default_factory=list)
+    notes: list[str] = dataclasses.field(default_factory=list)  # what was not checked, and why
 
     @property
     def ok(self) -> bool:
@@ -70,61 +78,176 @@ class ValidationReport:
 def validate_dataset(folder: str, splits: list[str] | None = None) -> ValidationReport:
     """Read every sample of every shard of every format, decode every frame with the training
     input's decoder and check labels against the vocabulary, going on past bad samples to report each;
-    check counts against the index. FileNotFoundError for a folder without a dataset; a split whose
-    listed shards are missing or changed is a ShardError (as for every reader)."""
-    from shards.format.reader import read_shard
-
+    check counts against the index, and each file's CRC32C where the index records one (in the same
+    pass that reads the samples). FileNotFoundError for a folder without a dataset; a split whose
+    listed shards are missing or changed in size is a ShardError (as for every reader)."""
     names = splits or list_splits(folder)
     if not names:
         raise FileNotFoundError(f"{folder}: no SPLIT.index.json here, so this is not a dataset; pass the "
                                 f"--output folder of `mbt ingest`")
     report = ValidationReport()
     for split in names:
-        index = load_index(folder, split)
+        try:
+            index = load_index(folder, split)
+        except IsADirectoryError:
+            raise ShardError(f"{join(folder, split + INDEX_SUFFIX)} is a folder, not an index file; move it "
+                             f"away, or pass --split with the splits to validate") from None
         if not index["num_samples"]:
             report.problems.append(f"{index['index_path']}: split {split!r} has no samples (every manifest "
                                    f"row failed: see {index['failures_file']})")
+        if not any("crc32c" in e for fmt in index["formats"] for e in index["shards"][fmt]):
+            report.notes.append(f"{index['index_path']}: no checksums recorded (made by an older version): "
+                                f"the shards were checked by reading every sample only")
+        bounds = FrameBounds.of_index(index)
         for fmt in index["formats"]:
             for entry, path in zip(index["shards"][fmt], shard_paths(index, fmt)):
                 report.shards += 1
-                n = 0
-                try:
-                    for sample in read_shard(path):
-                        report.problems += sample_problems(sample, index["classes"], path)
-                        n += 1
-                except (ShardError, OSError) as e:
-                    report.problems.append(f"{path}: {e}")
+                n, problems = validate_shard(path, fmt, entry, index, bounds)
                 report.samples += n
-                if n != entry["samples"]:
-                    report.problems.append(f"{path}: {n} samples read, the index says {entry['samples']}")
-        failures = read_failures(index)
-        c = index["counts"]
-        if c["rows"] != c["written"] + c["failed"] or len(failures) != c["failed"]:
-            report.problems.append(f"{index['index_path']}: rows {c['rows']} != written {c['written']} "
-                                   f"+ failed {c['failed']} (failures file has {len(failures)} lines)")
+                report.problems += problems
+        report.problems += _failures_problems(index)
     return report
 
 
-def sample_problems(sample, classes: list[str], path: str) -> list[str]:
-    """What would make the training input skip `sample`: a frame its decoder can't decode (or of
-    another size than the first), a label outside the vocabulary."""
-    from shards.format.jpeg import decode_jpeg, jpeg_size
+def validate_shard(path: str, fmt: str, entry: dict[str, Any], index: dict[str, Any],
+                   bounds: FrameBounds) -> tuple[int, list[str]]:
+    """(samples read, problems) of one shard that `index` lists as `entry`: every sample decoded and
+    checked (a bad one reported, and reading goes on where the container still frames the next),
+    the file's CRC32C computed from the very bytes the samples were read from, in one pass."""
+    from shards.format.reader import read_shard_lazy
 
-    problems, bad, first_error = [], [], None
-    size = None
-    for i, frame in enumerate(sample.frames):
+    problems, n, broken = [], 0, False
+    try:
+        f = open_path(path, "rb")
+    except OSError as e:
+        return 0, [f"{path}: cannot open it ({e.strerror or e})"]
+    with f:
+        stream = _Checksummed(f, path, bytes_left(f))
         try:
-            size = size or jpeg_size(frame)
-            decode_jpeg(frame, frame_size=size)
-        except Exception as e:  # noqa: BLE001 - the decoder's errors (ValueError, OSError, ...): report, go on
-            bad.append(i)
-            first_error = first_error or f"{type(e).__name__}: {e}"
-    if bad:
-        shown = ", ".join(map(str, bad[:10])) + (", ..." if len(bad) > 10 else "")
-        problems.append(f"{path}: sample {sample.key}: frames {shown} ({len(bad)} of {len(sample.frames)}) "
-                        f"are not decodable JPEGs ({first_error})")
+            for lazy in read_shard_lazy(stream, fmt, strict=False):
+                n += 1
+                try:
+                    sample = lazy.to_sample()
+                except ShardError as e:  # this sample only: the next one is framed
+                    problems.append(_naming(path, e))
+                    continue
+                problems += sample_problems(sample, index["classes"], path, bounds)
+        except (ShardError, OSError) as e:  # the container's framing is lost: the rest is unreadable
+            problems.append(_naming(path, e))
+            broken = True
+        found = stream.finish()
+    expected = entry.get("crc32c")
+    if expected and found != expected:
+        problems.append(f"{path}: crc32c {found}, but {index['index_path']} records {expected}: its bytes "
+                        f"changed after it was written (a damaged disk or copy); run the `mbt ingest` that "
+                        f"made it again")
+    if n != entry["samples"] and not broken:
+        problems.append(f"{path}: {n} samples read, the index says {entry['samples']}")
+    return n, problems
+
+
+class _Checksummed:
+    """A shard file read front to back through a running CRC32C, so that validate checks the file's
+    checksum in the pass that reads its samples (it is not seekable: every byte goes through `read`)."""
+
+    def __init__(self, f: BinaryIO, name: str, size: int | None):
+        self.f, self.name, self.size = f, name, size  # (size and tell: shards.format.limits.bytes_left)
+        self.crc, self.pos = Crc32c(), 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.f.read(n)
+        self.crc.update(data)
+        self.pos += len(data)
+        return data
+
+    def tell(self) -> int:
+        return self.pos
+
+    def finish(self) -> str:
+        """The checksum of the whole file: what the readers left unread (a tar's end padding, the rest
+        after a break) is read now."""
+        while self.read(CHUNK):
+            pass
+        return self.crc.hexdigest()
+
+
+def _failures_problems(index: dict[str, Any]) -> list[str]:
+    """The failures file against the index: its checksum, where one is recorded, and its line count."""
+    problems = []
+    expected = index.get("failures_crc32c")
+    if expected:
+        path = join(index["folder"], index["failures_file"])
+        with open_path(path, "rb") as f:
+            found, _ = stream_crc32c(f)
+        if found != expected:
+            problems.append(f"{path}: crc32c {found}, but {index['index_path']} records {expected}: it changed "
+                            f"after it was written; run the `mbt ingest` that made it again")
+    failures = read_failures(index)
+    c = index["counts"]
+    if c["rows"] != c["written"] + c["failed"] or len(failures) != c["failed"]:
+        problems.append(f"{index['index_path']}: rows {c['rows']} != written {c['written']} "
+                        f"+ failed {c['failed']} (failures file has {len(failures)} lines)")
+    return problems
+
+
+def _naming(path: str, e: Exception) -> str:
+    """The error's message, led by the shard's path unless it names it already."""
+    return str(e) if path in str(e) else f"{path}: {e}"
+
+
+def sample_problems(sample, classes: list[str], path: str, bounds: FrameBounds = FrameBounds()) -> list[str]:
+    """What would make the training input skip `sample`: a frame its decoder can't decode, of another
+    size than the clip's others, or whose header claims a size beyond `bounds` (reported by frame,
+    each on its own, before any pixel buffer is made for it); an inf or NaN in the spectrogram; a
+    label outside the vocabulary."""
+    problems = []
+    bad = frame_problems(sample.frames, bounds)
+    n = len(sample.frames)
+    if len(bad) == 1:
+        (i, why), = bad.items()
+        problems.append(f"{path}: sample {sample.key}: frame {i} of {n}: {why}")
+    elif bad:
+        shown = ", ".join(map(str, list(bad)[:10])) + (", ..." if len(bad) > 10 else "")
+        first = next(iter(bad))
+        what = "are too large" if bad[first].startswith(FrameSizeError.LEAD) else "are not decodable JPEGs"
+        problems.append(f"{path}: sample {sample.key}: frames {shown} ({len(bad)} of {n}) {what} "
+                        f"(frame {first}: {bad[first]})")
+    finite = np.isfinite(sample.melspec)
+    if not finite.all():
+        rows = np.flatnonzero(~finite.all(axis=1))
+        problems.append(f"{path}: sample {sample.key}: non-finite values in melspec ({int((~finite).sum())} "
+                        f"inf/NaN, in {len(rows)} rows from row {rows[0]}); the shard is damaged - re-create "
+                        f"it (mbt ingest)")
     outside = [i for i in sample.labels if not 0 <= i < len(classes)]
     if outside:
         problems.append(f"{path}: sample {sample.key}: label {outside[0]} is outside the {len(classes)} "
                         f"classes of the index")
     return problems
+
+
+def frame_problems(frames: list[bytes], bounds: FrameBounds) -> dict[int, str]:
+    """{frame number: what is wrong} of a clip's JPEG frames, decoded as the training input decodes
+    them. The clip's size is the one most of its frames' headers give, so one bad header is one bad
+    frame, not a clip of frames "of another size"; a header beyond `bounds` is never decoded."""
+    from shards.format.jpeg import decode_jpeg, jpeg_size
+
+    bad: dict[int, str] = {}
+    sizes: dict[int, tuple[int, int]] = {}
+    for i, frame in enumerate(frames):
+        try:
+            sizes[i] = bounds.check(jpeg_size(frame))
+        except Exception as e:  # noqa: BLE001 - the decoders' errors (ValueError, OSError, ...): report, go on
+            bad[i] = f"{type(e).__name__}: {e}" if type(e) is not FrameSizeError else str(e)
+    if not sizes:
+        return bad
+    size = collections.Counter(sizes.values()).most_common(1)[0][0]
+    out = np.empty(size[0] * size[1] * 3, np.uint8)  # one buffer for every frame of the clip
+    for i, frame in enumerate(frames):
+        if i in sizes and sizes[i] != size:
+            bad[i] = f"it is {sizes[i][0]}x{sizes[i][1]}, the clip's other frames {size[0]}x{size[1]}"
+        elif i in sizes:
+            try:
+                decode_jpeg(frame, out=out, frame_size=size)
+            except Exception as e:  # noqa: BLE001 - as above
+                bad[i] = f"{type(e).__name__}: {e}"
+    return dict(sorted(bad.items()))

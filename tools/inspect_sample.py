@@ -13,27 +13,60 @@ from shards.format.schema import FPS, MEL_ROWS_PER_SECOND, Sample
 
 
 def find_sample(path: str, index: int | None = None, key: str | None = None) -> Sample:
-    """Sample number `index` (default 0) or the one with `key`, from a .tar or .tfrecord shard."""
-    from shards.format.reader import read_shard
+    """Sample number `index` (default 0) or the one with `key`, from a .tar or .tfrecord shard. Only
+    that sample is decoded: a damaged one before it is passed over (`mbt validate` lists those)."""
+    from shards.format.reader import read_shard_lazy
 
-    for i, sample in enumerate(read_shard(path)):
-        if (key is not None and sample.key == key) or (key is None and i == (index or 0)):
-            return sample
+    unreadable = 0
+    for i, lazy in enumerate(read_shard_lazy(path, strict=False)):
+        if key is None:
+            if i == (index or 0):
+                return lazy.to_sample()
+            continue
+        try:
+            found = lazy.key == key
+        except ShardError:
+            unreadable += 1
+            continue
+        if found:
+            return lazy.to_sample()
     what = f"key {key!r}" if key is not None else f"index {index or 0}"
-    raise ShardError(f"{path}: no sample with {what}; `mbt inspect {path} --list` shows what is there")
+    also = f" ({unreadable} damaged samples could not be searched: `mbt validate` lists them)" if unreadable else ""
+    raise ShardError(f"{path}: no sample with {what}{also}; `mbt inspect {path} --list` shows what is there")
 
 
 def list_keys(path: str) -> list[str]:
-    from shards.format.reader import read_shard
+    from shards.format.reader import read_shard_lazy
 
-    return [s.key for s in read_shard(path)]
+    return [s.key for s in read_shard_lazy(path, strict=False)]
+
+
+def check_frame_sizes(sample: Sample, path: str) -> None:
+    """ShardError naming the frame if a frame's JPEG header claims a size beyond what its dataset's
+    frames can be (the index beside the shard says; else the caps of shards.format.jpeg, within
+    Pillow's MAX_IMAGE_PIXELS): such a header is damage, and drawing it would allocate what it claims."""
+    from shards.format.jpeg import FrameBounds, FrameSizeError, jpeg_size
+    from shards.input.source import index_beside
+
+    bounds = FrameBounds.of_index(index_beside([path]))
+    for i, frame in enumerate(sample.frames):
+        try:
+            bounds.check(jpeg_size(frame))
+        except FrameSizeError as e:
+            raise ShardError(f"shard {path}, sample {sample.key}: frame {i} of {len(sample.frames)}: {e}; the "
+                             f"shard is damaged - re-create it (mbt ingest)") from None
+        except ValueError:
+            pass  # not a decodable JPEG: the contact sheet draws it as such
 
 
 def describe(sample: Sample) -> str:
     """A few lines a person can read: key, labels, duration, frames, spectrogram, meta."""
     from shards.format.jpeg import jpeg_size  # reads the header; nothing is decoded
 
-    h, w = jpeg_size(sample.frames[0]) if sample.frames else (0, 0)
+    try:
+        h, w = jpeg_size(sample.frames[0]) if sample.frames else (0, 0)
+    except ValueError:  # frame 0's header is damaged (`mbt validate` says how)
+        h = w = "?"
     mel = sample.melspec
     labels = ", ".join(f"{i} {t!r}" for i, t in zip(sample.labels, sample.label_text)) or "(none)"
     extra = "".join(f"\n{name:<10} {v}" for name, v in (("verb", sample.verb), ("noun", sample.noun))
@@ -66,7 +99,7 @@ def contact_sheet(sample: Sample, out_png: str, num_frames: int = 8) -> str:
         try:
             ax.imshow(Image.open(io.BytesIO(sample.frames[i])).convert("RGB"))
             ax.set_title(f"{i / FPS:.2f} s", fontsize=8)
-        except (OSError, SyntaxError, ValueError):  # a corrupt frame: shown as such, the sheet goes on
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):  # shown as such, the sheet goes on
             ax.text(0.5, 0.5, "not a decodable\nJPEG (mbt validate\nlists them)", ha="center",
                     va="center", fontsize=8, color="red", transform=ax.transAxes)
             ax.set_title(f"{i / FPS:.2f} s: corrupt", fontsize=8, color="red")

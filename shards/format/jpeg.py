@@ -4,14 +4,65 @@ only its crop box.
 Both sides of the project meet here: the ingestion job splits ffmpeg's output with `split_jpegs`
 and records the frame size, the training input decodes the sampled frames' crop boxes with
 `decode_jpeg`. Sizes are (height, width), numpy's order, everywhere.
+
+A JPEG's header can claim any size up to 65535 x 65535; every reader checks it against
+`FrameBounds` (the dataset's frame size, or a cap) before a pixel buffer is allocated.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
+from typing import Any
 
 import numpy as np
+
+MAX_SIDE = 16384  # px a side of any frame, where no dataset says better
+MAX_PIXELS = 89_478_485  # Pillow's default MAX_IMAGE_PIXELS: no frame accepted trips its bomb check
+SHORT_SLACK = 2  # a dataset's frames: short side at most this many times the configured one,
+MAX_ASPECT = 8  # long side at most this many times that
+
+
+class FrameSizeError(ValueError):
+    """A JPEG header claims a frame larger than its dataset's frames can be."""
+
+    LEAD = "its JPEG header says"  # how its message starts
+
+
+@dataclasses.dataclass(frozen=True)
+class FrameBounds:
+    """The largest frame a reader decodes: each side at most MAX_SIDE and MAX_PIXELS in all, and for
+    a dataset whose index records its frames' short side S (`mbt ingest --short-side`), a short side
+    of at most 2 S and a long side of at most 16 S (slack for any aspect ratio)."""
+
+    short_side: int | None = None  # the dataset's configured short side, if known
+
+    @classmethod
+    def of_index(cls, index: dict[str, Any] | None) -> "FrameBounds":
+        """The bounds of a dataset from its SPLIT.index.json (index["features"]["short_side"])."""
+        side = ((index or {}).get("features") or {}).get("short_side")
+        return cls(int(side)) if isinstance(side, int) and not isinstance(side, bool) and side > 0 else cls()
+
+    def limits(self) -> tuple[int, int]:
+        """(most pixels of the short side, of the long side)."""
+        if self.short_side is None:
+            return MAX_SIDE, MAX_SIDE
+        short = min(MAX_SIDE, SHORT_SLACK * self.short_side)
+        return short, min(MAX_SIDE, MAX_ASPECT * short)
+
+    def check(self, size: tuple[int, int]) -> tuple[int, int]:
+        """`size` (height, width) if a frame may have it, else FrameSizeError saying what is allowed."""
+        short, long = self.limits()
+        h, w = size
+        if min(h, w) <= short and max(h, w) <= long and h * w <= MAX_PIXELS:
+            return size
+        if self.short_side is None:
+            allowed = f"more than any frame is read at ({MAX_SIDE} px a side, {MAX_PIXELS} pixels)"
+        else:
+            allowed = (f"far larger than this dataset's frames (short side {self.short_side} px: at most "
+                       f"{short} x {long})")
+        raise FrameSizeError(f"{FrameSizeError.LEAD} {h}x{w} pixels, {allowed}")
 
 
 def _jpeg_end(data: bytes, soi: int) -> int | None:
@@ -80,8 +131,10 @@ def decode_jpeg(data: bytes, out: np.ndarray | None = None, region: tuple[int, i
     settings (accurate integer DCT, fancy upsampling: the same pixels), strict: corrupt or
     truncated data is a ValueError, never grey filler. With `out` (a uint8 array of at least the
     whole frame's H*W*3 elements, e.g. a reused scratch buffer) the pixels are written there and a
-    view of it is returned (its rows may be strided). `frame_size` (H, W): the size the whole frame
-    must have, else ValueError.
+    view of it is returned (its rows may be strided); a frame that does not fit is a ValueError, never
+    a new buffer. Without `out`, one is made of the size the header says, checked first against
+    `FrameBounds()` (FrameSizeError). `frame_size` (H, W): the size the whole frame must have, else
+    ValueError.
 
     With the extension shards.format._jpeg_region (built by `pip install` where the system has
     libjpeg-turbo's headers) a region costs only what it needs: rows below it are never decoded,
@@ -90,7 +143,7 @@ def decode_jpeg(data: bytes, out: np.ndarray | None = None, region: tuple[int, i
     into RGB (CMYK, YCCK) go through Pillow.
     """
     if out is None:
-        height, width = jpeg_size(data)
+        height, width = FrameBounds().check(jpeg_size(data))
         out = np.empty(height * width * 3, np.uint8)
     lib = _region_decoder()
     if lib is not None:
@@ -102,7 +155,7 @@ def decode_jpeg(data: bytes, out: np.ndarray | None = None, region: tuple[int, i
             _check_size(tuple(size), frame_size)
             frame = out.reshape(-1)[:rows * row_width * 3].reshape(rows, row_width, 3)
             return frame[:, shift:shift + region[3]] if region else frame
-    frame = _decode_whole(data, out)
+    frame = _decode_whole(data, out, frame_size)
     _check_size(frame.shape[:2], frame_size)
     if region:
         top, left, height, width = region
@@ -113,17 +166,19 @@ def decode_jpeg(data: bytes, out: np.ndarray | None = None, region: tuple[int, i
     return frame
 
 
-def _decode_whole(data: bytes, out: np.ndarray) -> np.ndarray:
+def _decode_whole(data: bytes, out: np.ndarray, frame_size: tuple[int, int] | None) -> np.ndarray:
     import simplejpeg
 
     height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+    _check_size((height, width), frame_size)  # (before decoding: the header may claim any size)
+    if out.size < height * width * 3:
+        raise ValueError(f"the frame is {height}x{width}, larger than the {out.size}-byte output buffer")
     if colorspace in ("CMYK", "YCCK"):
         from PIL import Image
 
         with Image.open(io.BytesIO(data)) as im:
             return np.asarray(im.convert("RGB"))
-    return simplejpeg.decode_jpeg(data, colorspace="RGB", buffer=out.reshape(-1) if out.size >= height * width * 3
-                                  else None)
+    return simplejpeg.decode_jpeg(data, colorspace="RGB", buffer=out.reshape(-1))
 
 
 def _check_size(size: tuple[int, int], expected: tuple[int, int] | None) -> None:

@@ -16,6 +16,18 @@ from shards.format.errors import ShardError
 from shards.format.schema import Sample, SchemaError
 
 
+class Damaged:
+    """Stands in for a member or record whose bytes are known to be unusable (a size beyond its limit, a
+    CRC mismatch) while the shard's framing still holds: the sample is yielded, the rest of the shard
+    stays readable, and reading this sample's fields raises ShardError with `what`."""
+
+    def __init__(self, what: str):
+        self.what = what
+
+    def __repr__(self) -> str:
+        return f"Damaged({self.what!r})"
+
+
 class LazySample:
     """A sample as stored in shard `shard` at position `index`; fields are decoded when first read.
 
@@ -92,9 +104,16 @@ class LazySample:
             raise self.error(str(e)) from None
 
     def error(self, what: str) -> ShardError:
-        """A ShardError naming this shard and sample, with the usual fix."""
-        return ShardError(f"shard {self.shard}, sample #{self.index}: {what}; the shard is corrupt or "
+        """A ShardError naming this shard and sample (its key too, where that is known), with the fix."""
+        key = self._known_key()
+        name = f"sample #{self.index} ({key})" if key else f"sample #{self.index}"
+        return ShardError(f"shard {self.shard}, {name}: {what}; the shard is corrupt or "
                           f"was not written by this toolkit - re-create it (mbt ingest)")
+
+    def _known_key(self) -> str | None:
+        """The key, if it is known without parsing anything that could fail."""
+        header = vars(self).get("header")
+        return header["key"] if header else None
 
     def _check_frame_index(self, i: int) -> int:
         if not isinstance(i, (int, np.integer)) or not 0 <= i < self.num_frames:

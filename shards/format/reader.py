@@ -22,12 +22,15 @@ from shards.format.webdataset_codec import iter_webdataset
 Source = Union[str, os.PathLike, BinaryIO]
 
 
-def read_shard_lazy(source: Source, fmt: str | None = None) -> Iterator[LazySample]:
+def read_shard_lazy(source: Source, fmt: str | None = None, strict: bool = True) -> Iterator[LazySample]:
     """The samples of one shard, in order, each decoded only as far as it is used.
 
     A LazySample carries `.key`, `.labels`, `.meta`, ... (parsed on first access), `.num_frames`,
     `.frame(i)` / `.frames(indices)` (JPEG bytes, undecoded), `.melspec` and `.to_sample()`; skipping one
-    costs only the read. Corrupt or truncated data raises ShardError naming the shard.
+    costs only the read. Corrupt or truncated data raises ShardError naming the shard. strict=False:
+    a damaged sample whose container still frames the next one (a tar sample missing a member, a
+    TFRecord failing its data CRC) is yielded, and raises ShardError naming it when read, so the
+    samples after it can be read (what `mbt validate` and the training input do).
     """
     name = shard_label(source)
     if fmt is None:
@@ -38,14 +41,14 @@ def read_shard_lazy(source: Source, fmt: str | None = None) -> Iterator[LazySamp
     check_format(fmt)
     iterate = iter_webdataset if fmt == "webdataset" else iter_tfrecord
     if hasattr(source, "read"):
-        yield from iterate(source, name)
+        yield from iterate(source, name, strict=strict)
         return
     try:
         f = storage.open_path(os.fspath(source), "rb")
     except OSError as e:
         raise ShardError(f"cannot open shard {name}: {e.strerror or e}; check the path") from None
     with f:
-        yield from iterate(f, name)
+        yield from iterate(f, name, strict=strict)
 
 
 def read_shard(source: Source, fmt: str | None = None) -> Iterator[Sample]:

@@ -3,8 +3,11 @@ archive's headers itself (never tarfile's reader, never an extraction).
 
 A truncated archive, a bad header checksum, a member that is not a plain file, or a member name
 outside `KEY.{json,mjpeg,mel.npy}` (no '/', no '..', no leading '-') raises ShardError naming the
-shard and the member. `defer=` leaves the members with that suffix in a seekable file
-(`DeferredMember`), so a loader reads only the frames it samples.
+shard and the member. So does a size field claiming more bytes than the file has left, checked
+before anything is read (shards.format.limits). A KEY.json larger than MAX_JSON_BYTES that the file
+does hold is passed over and yielded as `Damaged`: the headers still frame the next member.
+`defer=` leaves the members with that suffix in a seekable file (`DeferredMember`), so a loader
+reads only the frames it samples.
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ from typing import BinaryIO, Iterator
 from shards.format.dataset_index import read_all, read_exact
 from shards.format.errors import REWRITE_FIX as _FIX
 from shards.format.errors import ShardError
+from shards.format.lazy import Damaged
+from shards.format.limits import (MAX_HEADER_BYTES, MAX_JSON_BYTES, MAX_MEMBER_BYTES, bytes_left, read_bounded,
+                                  skip_bytes)
 from shards.format.schema import SchemaError, check_key
 
 SUFFIXES = ("json", "mjpeg", "mel.npy")  # every member of a sample is KEY.<one of these>
-MAX_MEMBER_BYTES = 1 << 30  # larger than any clip; a bigger size field means a corrupt header
 BLOCK = 512
 _ZERO_BLOCK = bytes(BLOCK)
 
@@ -137,12 +142,15 @@ class DeferredMember:
         return data
 
 
-def iter_tar_members(fileobj: BinaryIO, shard: str, defer: bytes | None = None) -> Iterator[tuple[str, bytes]]:
+def iter_tar_members(fileobj: BinaryIO, shard: str,
+                     defer: bytes | None = None) -> Iterator[tuple[str, bytes | DeferredMember | Damaged]]:
     """(name, data) of each plain-file member of a tar stream, strictly checked; reads sequentially.
 
     defer=b".mjpeg" (seekable files only): members whose name ends so are not read but yielded as a
-    DeferredMember, so a loader reads just the slices (frames) it uses."""
+    DeferredMember, so a loader reads just the slices (frames) it uses. A KEY.json over MAX_JSON_BYTES
+    is yielded as `Damaged` (its bytes passed over, never read)."""
     offset, long_name, pax = 0, None, {}
+    left = bytes_left(fileobj)  # None: a stream of unknown length (then reads go a chunk at a time)
     while True:
         header = read_exact(fileobj, BLOCK)
         if len(header) < BLOCK:
@@ -164,21 +172,33 @@ def iter_tar_members(fileobj: BinaryIO, shard: str, defer: bytes | None = None) 
         typeflag = header[156:157]
         if typeflag not in (b"x", b"g") and "size" in pax:
             size = int(pax["size"]) if pax["size"].isdigit() else -1
-        if not 0 <= size <= MAX_MEMBER_BYTES:
-            raise ShardError(f"shard {shard}: corrupt tar header at byte {offset} (member size {size}); "
-                             f"{_FIX}")
         final = pax["path"].encode("utf-8") if "path" in pax else long_name if long_name is not None else name
-        if defer is not None and typeflag in (b"0", b"\x00") and final.endswith(defer):
+        shown = final.decode("utf-8", "replace")
+        limit = MAX_HEADER_BYTES if typeflag in (b"x", b"g", b"L") else MAX_MEMBER_BYTES
+        if not 0 <= size <= limit:
+            raise ShardError(f"shard {shard}: corrupt tar header at byte {offset} (member {shown!r} of size "
+                             f"{size}, more than the {limit} bytes a member can have); {_FIX}")
+        if left is not None and size > left - offset - BLOCK:
+            raise ShardError(f"shard {shard}: truncated or corrupt at byte {offset}: member {shown!r} claims "
+                             f"{size} bytes, the file has {max(0, left - offset - BLOCK)} left; {_FIX}")
+        pad = -size % BLOCK
+        if typeflag in (b"0", b"\x00") and final.endswith(b".json") and size > MAX_JSON_BYTES:
+            # framed, but no sample's JSON is that large: passed over, never read into memory
+            data = Damaged(f"{shown} has {size} bytes, more than a sample's JSON can have ({MAX_JSON_BYTES})")
+            if skip_bytes(fileobj, size + pad) < size + pad:
+                raise ShardError(f"shard {shard}: truncated inside member {shown!r} (header at byte {offset}); "
+                                 f"the file is incomplete - {_FIX}")
+        elif defer is not None and typeflag in (b"0", b"\x00") and final.endswith(defer):
             # (a cut inside it shows as a truncated header next: the sample's .mel.npy follows it)
-            data = DeferredMember(fileobj, fileobj.tell(), size, shard, final.decode("utf-8", "replace"))
-            fileobj.seek(size + -size % BLOCK, 1)
+            data = DeferredMember(fileobj, fileobj.tell(), size, shard, shown)
+            fileobj.seek(size + pad, 1)
         else:
-            data = read_exact(fileobj, size)
-            pad = read_exact(fileobj, -size % BLOCK)
-            if len(data) < size or len(pad) < -size % BLOCK:
+            data = read_bounded(fileobj, size)
+            padding = read_exact(fileobj, pad)
+            if len(data) < size or len(padding) < pad:
                 raise ShardError(f"shard {shard}: truncated inside member {name.decode('utf-8', 'replace')!r} "
                                  f"(header at byte {offset}); the file is incomplete - {_FIX}")
-        offset += BLOCK + size + -size % BLOCK
+        offset += BLOCK + size + pad
         if typeflag == b"x":  # pax extended header for the next member (long names)
             pax = _pax_records(data, shard, offset)
             continue

@@ -12,8 +12,10 @@ context
 
 Records are framed as TFRecord files are (uint64 length, masked crc32c of it, data, masked crc32c of
 it) with google_crc32c, and the SequenceExample is encoded by `shards.format.sequence_example`: writing and
-reading need no TensorFlow. Reading checks every CRC; a truncated or corrupt record raises ShardError
-naming the shard and the record number.
+reading need no TensorFlow. Reading checks every CRC, and a length field against the bytes the file
+has left before reading that many; a truncated or corrupt record raises ShardError naming the shard
+and the record number. A record whose data fails its CRC still has its length: with strict=False it
+is yielded as a sample that raises when read, and the records after it are read.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from shards.format import sequence_example as sx
 from shards.format.dataset_index import read_exact
 from shards.format.errors import REWRITE_FIX as _FIX
 from shards.format.errors import ShardError
-from shards.format.lazy import LazySample
+from shards.format.lazy import Damaged, LazySample
+from shards.format.limits import MAX_MEMBER_BYTES, bytes_left, read_bounded
 from shards.format.schema import MEL_ROWS_PER_SECOND, NUM_MEL_BINS, Sample, SchemaError, check_key
 
 # Key names. The first group is what DMVR and scenic's MBT read; the rest is ours.
@@ -70,9 +73,12 @@ def write_record(fileobj: BinaryIO, data: bytes) -> int:
     return len(data) + 16
 
 
-def iter_records(fileobj: BinaryIO, shard: str) -> Iterator[bytes]:
-    """The data of each record of a TFRecord stream, CRCs checked; reads sequentially."""
-    number = 0
+def iter_records(fileobj: BinaryIO, shard: str, strict: bool = True) -> Iterator[bytes | Damaged]:
+    """The data of each record of a TFRecord stream, CRCs checked; reads sequentially.
+
+    strict=False: a record whose data fails its CRC is yielded as `Damaged` and reading goes on (its
+    length field, CRC-checked, still frames the next record); a bad length field always ends the shard."""
+    number, offset, left = 0, 0, bytes_left(fileobj)
     while True:
         head = read_exact(fileobj, 12)
         if not head:
@@ -84,16 +90,25 @@ def iter_records(fileobj: BinaryIO, shard: str) -> Iterator[bytes]:
         if crc != masked_crc(head[:8]):
             raise ShardError(f"shard {shard}: record #{number} has a corrupt length (crc mismatch); "
                              f"the file is damaged - {_FIX}")
-        data = read_exact(fileobj, length)
+        available = None if left is None else max(0, left - offset - 12)
+        if length > MAX_MEMBER_BYTES or (available is not None and length + 4 > available):
+            has = (f"the file has {available} bytes left" if available is not None
+                   else f"a record can have at most {MAX_MEMBER_BYTES}")
+            raise ShardError(f"shard {shard}: truncated or corrupt at record #{number}: its length field says "
+                             f"{length} bytes, {has}; {_FIX}")
+        data = read_bounded(fileobj, length)
         tail = read_exact(fileobj, 4)
         if len(data) < length or len(tail) < 4:
             raise ShardError(f"shard {shard}: truncated inside record #{number} ({len(data)} of {length} "
                              f"bytes); the file is incomplete - {_FIX}")
         if struct.unpack("<I", tail)[0] != masked_crc(data):
-            raise ShardError(f"shard {shard}: record #{number} is corrupt (data crc mismatch); "
-                             f"the file is damaged - {_FIX}")
-        yield data
-        number += 1
+            what = f"record #{number} is corrupt (data crc mismatch)"
+            if strict:
+                raise ShardError(f"shard {shard}: {what}; the file is damaged - {_FIX}")
+            yield Damaged(what)
+        else:
+            yield data
+        number, offset = number + 1, offset + 16 + length
 
 
 # ----------------------------------------------------------------------------------------- writing
@@ -170,18 +185,30 @@ def write_tfrecord(fileobj: BinaryIO, samples: Iterable[Sample]) -> int:
 class TFRecordSample(LazySample):
     """A sample read from a TFRecord shard: the serialized SequenceExample, parsed on first access."""
 
-    def __init__(self, shard: str, index: int, data: bytes):
+    def __init__(self, shard: str, index: int, data: bytes | Damaged):
         super().__init__(shard, index)
         self._data = data
         self._parsed: tuple[dict, dict] | None = None
 
     def _parse(self) -> tuple[dict, dict]:
+        if isinstance(self._data, Damaged):
+            raise self.error(self._data.what)
         if self._parsed is None:
             try:
                 self._parsed = sx.decode(self._data)
             except (ValueError, UnicodeDecodeError) as e:
                 raise self.error(f"record is not a tf.train.SequenceExample ({e})") from None
         return self._parsed
+
+    def _known_key(self) -> str | None:
+        key = super()._known_key()
+        value = self._parsed[0].get(KEY) if key is None and self._parsed is not None else None
+        if isinstance(value, list) and len(value) == 1 and isinstance(value[0], bytes):
+            try:
+                key = check_key(value[0].decode("utf-8"))
+            except (ValueError, UnicodeDecodeError):
+                pass  # (a bad key is reported as such when the header is read)
+        return key
 
     def _one(self, name: str, kind: type, required: bool = True) -> Any:
         value = self._parse()[0].get(name)
@@ -239,7 +266,10 @@ class TFRecordSample(LazySample):
         return np.concatenate(seconds).reshape(full, NUM_MEL_BINS)[:rows].copy()
 
 
-def iter_tfrecord(fileobj: BinaryIO, shard: str) -> Iterator[TFRecordSample]:
-    """The samples of a TFRecord shard, in order, as lazily decoded TFRecordSamples."""
-    for index, data in enumerate(iter_records(fileobj, shard)):
+def iter_tfrecord(fileobj: BinaryIO, shard: str, strict: bool = True) -> Iterator[TFRecordSample]:
+    """The samples of a TFRecord shard, in order, as lazily decoded TFRecordSamples.
+
+    strict=False (the training input's and validate's choice): a record whose data fails its CRC is
+    yielded as a sample that raises ShardError when read, so one bad record costs one sample."""
+    for index, data in enumerate(iter_records(fileobj, shard, strict=strict)):
         yield TFRecordSample(shard, index, data)

@@ -26,7 +26,7 @@ import numpy as np
 
 from shards.format.errors import REWRITE_FIX as _FIX
 from shards.format.errors import ShardError
-from shards.format.lazy import LazySample
+from shards.format.lazy import Damaged, LazySample
 from shards.format.schema import NUM_MEL_BINS, Sample, SchemaError
 from shards.format.tar_members import BLOCK, SUFFIXES, DeferredMember, check_member_name, iter_tar_members
 
@@ -163,22 +163,45 @@ class TarSample(LazySample):
         if written and len(data) == _NPY_HEADER_BYTES + int(written[1]) * NUM_MEL_BINS * 4:
             # what write_webdataset writes: read without np.load's header parser (a tenth of a ms)
             return np.frombuffer(data, "<f4", offset=_NPY_HEADER_BYTES).reshape(-1, NUM_MEL_BINS)
-        try:
-            mel = np.load(io.BytesIO(data), allow_pickle=False)
-        except (ValueError, OSError, EOFError) as e:  # object arrays land here: never unpickled
-            raise self.error(f"{self._key}.mel.npy is not a plain numpy array ({e})") from None
-        if not (isinstance(mel, np.ndarray) and mel.dtype.kind == "f" and mel.dtype.itemsize == 4
-                and mel.ndim == 2 and mel.shape[1] == NUM_MEL_BINS):
-            raise self.error(f"{self._key}.mel.npy must be float32 [T, {NUM_MEL_BINS}], got "
-                             f"{getattr(mel, 'dtype', type(mel))} {getattr(mel, 'shape', '')}")
-        return mel.astype(np.float32, copy=False)
+        return self._npy(data)
 
+    def _npy(self, data: bytes) -> np.ndarray:
+        """A .npy written by another tool: its header parsed (never np.load, which allocates the shape
+        the header claims and unpickles object arrays), the shape checked against the bytes there."""
+        name = f"{self._key}.mel.npy"
+        f = io.BytesIO(data)
+        try:
+            version = np.lib.format.read_magic(f)
+            if version not in ((1, 0), (2, 0)):
+                raise ValueError(f"unsupported .npy format version {version}")
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read_header(f, max_header_size=10_000)
+        except (ValueError, SyntaxError, EOFError) as e:
+            raise self.error(f"{name} is not a plain numpy array ({e})") from None
+        if dtype.hasobject:
+            raise self.error(f"{name} is not a plain numpy array (an object array: never unpickled)")
+        if not (dtype.kind == "f" and dtype.itemsize == 4 and len(shape) == 2 and shape[1] == NUM_MEL_BINS):
+            raise self.error(f"{name} must be float32 [T, {NUM_MEL_BINS}], its header says {dtype} {shape}")
+        held = len(data) - f.tell()
+        if shape[0] * NUM_MEL_BINS * 4 != held:
+            raise self.error(f"{name}: its header says {shape[0]} rows ({shape[0] * NUM_MEL_BINS * 4} bytes), "
+                             f"the member holds {held} bytes after it")
+        mel = np.frombuffer(data, dtype, offset=f.tell())
+        mel = mel.reshape(shape[::-1]).T if fortran else mel.reshape(shape)
+        return mel.astype(np.float32, copy=False)
 
     def _check_complete(self) -> None:
         # Only iter_webdataset(strict=False) yields incomplete samples; they fail here, one at a time.
         missing = [f"{self._key}.{s}" for s in SUFFIXES if s not in self._members]
         if missing:
             raise self.error(f"sample {self._key} is missing {', '.join(missing)}")
+        damaged = [m.what for m in self._members.values() if isinstance(m, Damaged)]
+        if damaged:
+            raise self.error(damaged[0])
+
+    def _known_key(self) -> str | None:
+        return self._key
 
 
 def _ints(xs: object) -> bool:

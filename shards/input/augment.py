@@ -141,13 +141,15 @@ def apply_colour(rgb: np.ndarray, matrix: np.ndarray) -> np.ndarray:
 
 def augment_video(samples: Iterable[dict], *, cfg: "InputConfig", training: bool, seed: int = 0,
                   on_error: sampling.OnError = sampling.raise_error,
-                  slot: Callable[[], np.ndarray] | None = None) -> Iterator[dict]:
+                  slot: Callable[[], np.ndarray] | None = None,
+                  bounds: jpeg.FrameBounds = jpeg.FrameBounds()) -> Iterator[dict]:
     """Stage: `jpegs` (one per sampled frame) -> `rgb` [F, crop_size, crop_size, 3].
 
     Training: random box (random resized crop or scale jitter), flip, colour jitter, each as the
     config switches them; evaluation: the centred box only. Only the box of each distinct frame is
     decoded (see shards.format.jpeg.decode_jpeg), once (a padded window repeats its last frame); a JPEG
-    that does not decode, or frames of different sizes, go to on_error as "bad_jpeg".
+    that does not decode, frames of different sizes, or a header claiming a frame beyond `bounds` (the
+    dataset's frame size: checked before the scratch buffer grows to it) go to on_error as "bad_jpeg".
 
     `slot()` gives the array each example's frames are written into (its slot in the batch being
     made, see shards.input.batching.Batcher): uint8 pixels, or float32 normalised frame by frame while
@@ -167,7 +169,7 @@ def augment_video(samples: Iterable[dict], *, cfg: "InputConfig", training: bool
         done: dict[int, int] = {}  # frame index -> its place in rgb
         colour = None
         try:
-            shape = _jpeg_size(ex, ex["frame_indices"][0], jpegs[0])
+            shape = _jpeg_size(ex, ex["frame_indices"][0], jpegs[0], bounds)
             box = crop_box(*shape, cfg=cfg, rng=rng)
             if scratch.size < shape[0] * shape[1] * 3:
                 scratch = np.empty(shape[0] * shape[1] * 3, np.uint8)
@@ -192,9 +194,9 @@ def augment_video(samples: Iterable[dict], *, cfg: "InputConfig", training: bool
         yield ex
 
 
-def _jpeg_size(ex: dict, j: int, data: bytes) -> tuple[int, int]:
+def _jpeg_size(ex: dict, j: int, data: bytes, bounds: jpeg.FrameBounds) -> tuple[int, int]:
     try:
-        return jpeg.jpeg_size(data)
+        return bounds.check(jpeg.jpeg_size(data))
     except Exception as e:
         raise _not_a_jpeg(ex, j, e) from None
 
@@ -207,8 +209,10 @@ def _decode(ex: dict, j: int, data: bytes, scratch: np.ndarray, box: tuple, shap
 
 
 def _not_a_jpeg(ex: dict, j: int, e: Exception) -> ShardError:
-    return ShardError(f"shard {ex['__shard__']}, sample {ex['__key__']}: frame {j} is not a decodable JPEG "
-                      f"({type(e).__name__}: {e})")
+    where = f"shard {ex['__shard__']}, sample {ex['__key__']}: frame {j}"
+    if isinstance(e, jpeg.FrameSizeError):
+        return ShardError(f"{where}: {e}; the shard is damaged - re-create it (mbt ingest)")
+    return ShardError(f"{where} is not a decodable JPEG ({type(e).__name__}: {e})")
 
 
 def normalize_rgb(rgb: np.ndarray, out: np.ndarray | None = None, *, imagenet: bool = True) -> np.ndarray:

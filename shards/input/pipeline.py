@@ -14,6 +14,7 @@ import functools
 import warnings
 from typing import Any, Callable, Iterable, Iterator
 
+from shards.format import jpeg
 from shards.format.errors import ShardError
 from shards.input import augment, order, sampling, source
 from shards.input.batching import Allocate, Batcher, check_labels
@@ -27,8 +28,8 @@ class BadInputWarning(UserWarning):
 class BadInput:
     """One stream's bad-input policy: count each skip by reason and warn naming shard and key, or raise."""
 
-    def __init__(self, policy: str, counts: dict[str, int], check_progress: Callable[[], None]):
-        self.policy, self.counts, self.check_progress = policy, counts, check_progress
+    def __init__(self, policy: str, counts: dict[str, int], skipped: Callable[[dict], None]):
+        self.policy, self.counts, self.skipped = policy, counts, skipped
 
     def __call__(self, reason: str, example: dict, error: Exception) -> None:
         if self.policy == "raise":
@@ -36,7 +37,7 @@ class BadInput:
         self.counts[reason] = self.counts.get(reason, 0) + 1
         warnings.warn(f"skipped sample {example.get('__key__')} of shard {example.get('__shard__')} "
                       f"({reason}): {error}", BadInputWarning, stacklevel=2)
-        self.check_progress()
+        self.skipped(example)
 
     def bad_shard(self, path: str, error: ShardError) -> None:
         if self.policy == "raise":
@@ -76,9 +77,12 @@ class Stream:
         self.pos = order.Position(**state.get("position", {}))
         self.counts: dict[str, int] = dict(state.get("counts", {}))
         self.batches = state.get("batches", 0)
-        self.bad = BadInput(plan.on_error, self.counts, self._check_progress)
-        self.last_good_epoch = self.pos.epoch
+        self.bad = BadInput(plan.on_error, self.counts, self._on_skip)
         self.buffer = self._restore_buffer(state.get("buffer", []))
+        # epoch -> [samples read, skipped, used] of the epochs whose fate is open (see _check_progress)
+        self.tally: dict[int, list[int]] = {}
+        for ex in self.buffer:
+            self._tally(ex["epoch"])[0] += 1
 
     def state(self) -> dict[str, Any]:
         return {"position": self.pos.to_dict(), "buffer": [[*ex["__ref__"], ex["window"]] for ex in self.buffer],
@@ -97,7 +101,8 @@ class Stream:
         batcher = Batcher(batch_size=p.batch_size, cfg=cfg, num_classes=p.num_classes, allocate=self.allocate)
         examples = check_labels(examples, kind=cfg.labels, num_classes=p.num_classes, on_error=self.bad)
         examples = augment.augment_video(examples, cfg=cfg, training=p.training, seed=p.seed, on_error=self.bad,
-                                         slot=functools.partial(batcher.slot, "rgb"))
+                                         slot=functools.partial(batcher.slot, "rgb"),
+                                         bounds=jpeg.FrameBounds.of_index(p.source.index))
         examples = augment.augment_audio(examples, cfg=cfg, training=p.training, seed=p.seed,
                                          mel_mean=p.mel_mean, mel_std=p.mel_std,
                                          slot=functools.partial(batcher.slot, "spectrogram"))
@@ -114,6 +119,7 @@ class Stream:
 
     def _lazy(self, read: Iterable[tuple[order.Ref, Any]]) -> Iterator[dict]:
         for ref, lazy in read:
+            self._tally(ref[0])[0] += 1
             yield {"lazy": lazy, "__ref__": ref, "epoch": ref[0]}
 
     def _bad_shard(self, shard: int, error: ShardError) -> None:
@@ -121,18 +127,40 @@ class Stream:
 
     def _good(self, examples: Iterable[dict]) -> Iterator[dict]:
         for ex in examples:
-            self.last_good_epoch = ex["epoch"]
+            self._tally(ex["epoch"])[2] += 1
             for name, what in (("frames_padded", "padded_video"), ("spec_padded", "padded_audio")):
                 if ex[name]:
                     self.counts[what] = self.counts.get(what, 0) + 1
             self.counts["examples"] = self.counts.get("examples", 0) + 1
             yield ex
 
+    def _tally(self, epoch: int) -> list[int]:
+        tally = self.tally.get(epoch)
+        if tally is None:  # a new epoch: forget the finished ones that had a usable sample
+            for e in [e for e, (_, _, used) in self.tally.items() if used and e < self.pos.epoch]:
+                del self.tally[e]
+            tally = self.tally[epoch] = [0, 0, 0]
+        return tally
+
+    def _on_skip(self, example: dict) -> None:
+        self._tally(example.get("epoch", 0))[1] += 1
+        self._check_progress()
+
     def _check_progress(self) -> None:
-        if self.plan.epochs is None and self.pos.epoch > self.last_good_epoch + 1:
-            raise ShardError(f"loader stream {self.stream}: no usable sample in a whole epoch of "
-                             f"{self.plan.source.spec} ({_skipped(self.counts)} skipped; see the "
-                             f"warnings): the shards are corrupt or the config does not fit them")
+        """An endless input over samples that are all bad would never yield: raise once a whole epoch
+        that this stream has finished reading was skipped, every sample it read of it.
+
+        Counted per epoch of the samples themselves, not by where the reader is: the shuffle buffer
+        holds samples of several epochs of a split smaller than it, so the reader runs epochs ahead
+        of the samples that come out as good (comparing the two made one bad sample in a 32-sample
+        split look like an epoch without a usable sample)."""
+        if self.plan.epochs is not None:
+            return
+        for epoch, (read, skipped, used) in self.tally.items():
+            if epoch < self.pos.epoch and not used and skipped >= read > 0:  # (finished, all skipped)
+                raise ShardError(f"loader stream {self.stream}: no usable sample in a whole epoch of "
+                                 f"{self.plan.source.spec} ({_skipped(self.counts)} skipped; see the "
+                                 f"warnings): the shards are corrupt or the config does not fit them")
 
     def _restore_buffer(self, refs: list[list[int]]) -> list[dict]:
         """Re-read the samples a saved shuffle buffer held (only their shards) and re-cut their windows."""

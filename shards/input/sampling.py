@@ -131,16 +131,26 @@ def sample_windows(samples: Iterable[dict], *, cfg: "InputConfig", training: boo
                 n, len(mel), num_frames=cfg.num_frames, clip_seconds=cfg.clip_seconds,
                 frame_stride=cfg.frame_stride, async_spectrogram=cfg.async_spectrogram, rng=rng,
                 mode="random" if training else "spaced", count=1 if training else cfg.test_windows)
-            cut = [(w, lazy.frames(sorted(set(w.frames)))) for w in windows]
+            cut = [(w, lazy.frames(sorted(set(w.frames))), finite_window(lazy, mel, w)) for w in windows]
         except ShardError as e:  # the codecs raise ShardError for anything malformed
             on_error("bad_sample", example, e)
             continue
-        for i, (w, jpegs) in enumerate(cut):
+        for i, (w, jpegs, spec) in enumerate(cut):
             by_index = dict(zip(sorted(set(w.frames)), jpegs))
             yield {**example, "jpegs": [by_index[j] for j in w.frames], "frame_indices": w.frames,
-                   "frames_padded": w.frames_padded, "spectrogram": cut_spectrogram(mel, w),
+                   "frames_padded": w.frames_padded, "spectrogram": spec,
                    "spec_padded": w.spec_padded, "labels": labels, "verb": verb, "noun": noun,
                    "window": i, "num_windows": len(cut)}
+
+
+def finite_window(lazy, mel: np.ndarray, window: Window) -> np.ndarray:
+    """The window's spectrogram (cut_spectrogram), or ShardError if it holds an inf or NaN: a damaged
+    shard, which would otherwise reach the loss as NaN and be blamed on the learning rate."""
+    spec = cut_spectrogram(mel, window)
+    if not np.isfinite(spec).all():
+        row = window.spec_start + int(np.argwhere(~np.isfinite(spec))[0, 0])
+        raise lazy.error(f"sample {lazy.key} has non-finite values in melspec (row {row} is the first)")
+    return spec
 
 
 def _name(lazy) -> str:

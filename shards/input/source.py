@@ -81,7 +81,7 @@ def resolve(spec: str | os.PathLike | Sequence[str | os.PathLike], *, split: str
     fmt = _one_format(paths, fmt, label)
     if index is None:  # (an index's shards were checked, with their sizes, by shard_paths)
         _check_exist(paths, label)
-        index = _index_beside(paths)
+        index = index_beside(paths)
     counts = _counts(paths, index, fmt)
     return ShardSource(spec=label, paths=tuple(paths), fmt=fmt, counts=counts, index=index)
 
@@ -100,9 +100,10 @@ def open_shard(path: str) -> BinaryIO:
 
 
 def iter_shard(path: str, fmt: str) -> Iterator[LazySample]:
-    """The samples of one shard, lazily decoded. Tar samples missing a member are yielded (and fail
-    when read) rather than ending the shard: one bad sample costs one sample. From a local tar, a
-    sample's frames are read when asked for, so use each sample before taking the next."""
+    """The samples of one shard, lazily decoded. A damaged sample that the container still frames (a
+    tar sample missing a member, a TFRecord failing its data CRC) is yielded, and fails when read,
+    rather than ending the shard: one bad sample costs one sample. From a local tar, a sample's
+    frames are read when asked for, so use each sample before taking the next."""
     from shards.format.tfrecord_codec import iter_tfrecord
     from shards.format.webdataset_codec import iter_webdataset
 
@@ -121,7 +122,7 @@ def iter_shard(path: str, fmt: str) -> Iterator[LazySample]:
         if fmt == "webdataset":  # a local file: read only the sampled frames' bytes (seek past the rest)
             yield from iter_webdataset(f, path, strict=False, defer_frames=not is_url(path))
         else:
-            yield from iter_tfrecord(f, path)
+            yield from iter_tfrecord(f, path, strict=False)
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -152,12 +153,19 @@ def _is_dir(path: str) -> bool:
 def _load_index(part: str, split: str) -> dict[str, Any]:
     if part.endswith(dataset_index.INDEX_SUFFIX):
         folder, name = storage.split(part)
+        if storage.isdir(part):
+            raise ShardError(f"{part} is a folder, but a path ending in {dataset_index.INDEX_SUFFIX} is read as a "
+                             f"split's index file: pass the dataset folder that holds SPLIT"
+                             f"{dataset_index.INDEX_SUFFIX} (the --output of `mbt ingest`) or that index file")
         split = name[: -len(dataset_index.INDEX_SUFFIX)]
         part = folder or "."
     try:
         return dataset_index.load_index(part, split)
     except FileNotFoundError as e:
         raise ShardError(str(e)) from None
+    except (IsADirectoryError, PermissionError) as e:
+        raise ShardError(f"cannot read the index of split {split!r} in {part}: {e.strerror or e}; pass the "
+                         f"dataset folder that holds SPLIT{dataset_index.INDEX_SUFFIX}") from None
 
 
 def _expand(part: str, label: str) -> list[str]:
@@ -211,7 +219,7 @@ def _listing(folder: str) -> frozenset[str]:
     return frozenset(storage.listdir(folder))
 
 
-def _index_beside(paths: list[str]) -> dict[str, Any] | None:
+def index_beside(paths: Sequence[str]) -> dict[str, Any] | None:
     """SPLIT.index.json of the folder holding the shards, when they are one split of one folder."""
     try:
         splits = {parse_shard_name(p)[0] for p in paths}

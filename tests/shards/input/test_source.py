@@ -116,3 +116,17 @@ def test_local_tar_frames_are_read_only_when_asked_for(dataset, make_clips, tmp_
     cut.write_bytes(data[:6000])  # inside the first sample's .mjpeg
     with pytest.raises(ShardError, match=r"train-00000-of-00001\.tar: truncated"):
         list(source.iter_shard(str(cut), "webdataset"))
+
+
+def test_a_folder_named_like_an_index_is_one_line_naming_what_to_pass(tmp_path, small_input):
+    from shards.input import make_input
+
+    folder = tmp_path / "x.index.json"
+    folder.mkdir()
+    with pytest.raises(ShardError) as e:
+        source.resolve(str(folder))
+    message = str(e.value)
+    assert len(message.splitlines()) == 1 and str(folder) in message
+    assert "is a folder" in message and "pass the dataset folder that holds SPLIT.index.json" in message
+    with pytest.raises(ShardError, match="is a folder"):  # as `mbt train --data` resolves it
+        make_input(str(folder), small_input())
