@@ -8,8 +8,12 @@ skips a checkpoint without one), so a killed run never resumes from half a check
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
+import re
+import shutil
 from typing import Any
 
 import jax
@@ -19,6 +23,7 @@ from mbt import run_dir
 from mbt.overrides import flatten
 from mbt.run_dir import CheckpointError
 from mbt.train_config import TrainConfig
+from shards.format import storage
 
 __all__ = ["Checkpointer", "CheckpointError", "config_dict"]
 
@@ -70,9 +75,42 @@ class Checkpointer:
         return restored.state, (restored.input or None)
 
     def save(self, step: int, state, input_state: dict | None) -> None:
-        self.manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), input=ocp.args.JsonSave(input_state or {})), force=True)
+        check_space(self.workdir, step, state)
+        with disk_errors():
+            self.manager.save(step, args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), input=ocp.args.JsonSave(input_state or {})), force=True)
 
     def close(self) -> None:
-        self.manager.wait_until_finished()
+        with disk_errors():  # the last save is written in the background: its errors come here
+            self.manager.wait_until_finished()
         self.manager.close()
+
+
+def check_space(workdir: str, step: int, state) -> None:
+    """CheckpointError naming the folder and the space free when the checkpoint of `state` can't fit
+    on a local disk: refused before orbax starts, whose writer threads would log a traceback each."""
+    if storage.is_url(workdir):
+        return
+    need = sum(getattr(x, "nbytes", 0) for x in jax.tree.leaves(state))
+    folder = existing = os.path.abspath(run_dir.path(workdir, "checkpoints"))
+    while not os.path.isdir(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)  # the disk the folder will be made on
+    free = shutil.disk_usage(existing).free
+    if free < need:
+        raise CheckpointError(f"{folder}: no space for checkpoint {step} ({need / 1e6:.1f} MB needed, "
+                              f"{free / 1e6:.1f} MB free); free some space there or use another --workdir")
+
+
+@contextlib.contextmanager
+def disk_errors():
+    """orbax's storage (tensorstore) reports a file system error as a ValueError with the errno in
+    its text ("... No space left on device [os_error_code='28']"): raise it as the OSError it is."""
+    try:
+        yield
+    except ValueError as e:
+        code = re.search(r"\[os_error_code='(\d+)'\]", str(e))
+        if code is None:
+            raise
+        where = re.search(r'(?:Failed writing|local file): "([^"]+)"', str(e))
+        number = int(code.group(1))
+        raise OSError(number, os.strerror(number), where.group(1) if where else None) from None

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 
+# the toolkit's one user-error base (a leaf module of no imports; pyproject's import contract allows it)
+from shards.format.errors import UserError
+
 MODALITIES = ("rgb", "spectrogram")  # the order tokens are laid out in everywhere
 FUSIONS = ("bottleneck", "self_attention", "cross_attention", "none")
 CLASSIFIERS = ("token", "gap")
@@ -27,7 +30,7 @@ VARIANTS: dict[str, tuple[int, int, int, int]] = {
 }
 
 
-class MBTError(ValueError):
+class MBTError(UserError, ValueError):
     """A user-fixable MBT problem (config, override, input shape, checkpoint); the message says the fix."""
 
 

@@ -16,8 +16,10 @@ import json
 import jax
 import numpy as np
 
+from shards.format.errors import UserError
 
-class DistributedError(RuntimeError):
+
+class DistributedError(UserError, RuntimeError):
     """Processes that cannot form a cluster or disagree; the message names the address or field."""
 
 

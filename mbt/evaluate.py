@@ -14,6 +14,7 @@ import jax
 import numpy as np
 
 from mbt import metrics
+from mbt.config import MBTError
 from mbt.model import MBT
 from mbt.train_config import TrainConfig
 
@@ -35,6 +36,9 @@ class EvalInput:
                  batch_size: int | None = None):
         from shards.input import make_input
 
+        for name, value in (("test_windows", test_windows), ("batch_size", batch_size)):
+            if value is not None and value < 1:  # None is the run's own; 0 is not
+                raise MBTError(f"{name} {value}: use 1 or more")
         icfg = dataclasses.replace(cfg.input, test_windows=test_windows or cfg.input.test_windows,
                                    batch_size=batch_size or cfg.input.batch_size, num_workers=0,
                                    rgb_uint8=False)  # numpy straight into the model: normalised here

@@ -11,8 +11,10 @@ import types
 import typing
 from typing import Any, Iterable
 
+from shards.format.errors import UserError
 
-class OverrideError(ValueError):
+
+class OverrideError(UserError, ValueError):
     """An override names a field that doesn't exist or a value of the wrong type."""
 
 

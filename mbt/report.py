@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from mbt.train_config import TrainConfig
+from shards.format.errors import UserError
 
 # Column name in the CSV for each prediction: the run's fused logits, its two stream heads, and
 # separately trained unimodal models.
@@ -89,7 +90,7 @@ def write_report(workdir: str, data: str, split: str = "validation", *, out: str
     return summary
 
 
-class ReportError(ValueError):
+class ReportError(UserError, ValueError):
     """A comparison run that does not fit the report's run; the message says which and why."""
 
 

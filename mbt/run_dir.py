@@ -23,6 +23,7 @@ import os
 from typing import Any
 
 from shards.format import storage
+from shards.format.errors import UserError
 
 CONFIG = "config.json"
 DATA = "data.json"
@@ -30,11 +31,11 @@ DATA = "data.json"
 DATA_FIELDS = ("classes", "features", "mel_mean", "mel_std", "mel_mean_per_bin", "mel_std_per_bin")
 
 
-class RunDirError(FileNotFoundError):
+class RunDirError(UserError, FileNotFoundError):
     """Not a run directory (or not a finished one); the message names it and what to do."""
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint that does not fit this run; the message names the differing fields or parameters."""
 
 

@@ -28,9 +28,10 @@ from mbt.model import MBT
 from mbt.train_config import TrainConfig, with_num_classes
 from mbt.train_state import TrainState, init_state, learning_rate, make_optimizer
 from shards.format import storage
+from shards.format.errors import UserError
 
 
-class TrainError(RuntimeError):
+class TrainError(UserError, RuntimeError):
     """A run that cannot go on (non-finite loss, incompatible checkpoint); the message says what to do."""
 
 

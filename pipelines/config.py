@@ -6,16 +6,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib.util
+import math
 import os
 import re
 from typing import Sequence
 
+from shards.format.errors import UserError
 from shards.format.naming import FORMATS, num_shards_for
 from shards.format.schema import FPS, MelParams
 from shards.format.storage import is_url
 
 
-class IngestError(ValueError):
+class IngestError(UserError, ValueError):
     """A job that cannot start: bad options or output; the message names the option and the fix."""
 
 
@@ -35,6 +37,7 @@ class IngestConfig:
     samples_per_shard: int = 128  # target samples per shard (ignored when num_shards is set)
     num_shards: int | None = None  # exact number of shards per format
     shared_decode: float = 0.0  # > 0: overlapping clips of a source share one ffmpeg run of at most this many s
+    max_failed_fraction: float = 0.5  # a job failing more of its rows does not replace a published split
     mel: MelParams = MelParams()
 
     def __post_init__(self):
@@ -47,6 +50,10 @@ class IngestConfig:
             raise IngestError(f"--jpeg-quality {self.jpeg_quality}: use ffmpeg's -q:v scale, 2 (best) .. 31")
         if self.short_side < 2 or self.short_side % 2:
             raise IngestError(f"--short-side {self.short_side}: use an even number of pixels >= 2 (e.g. 256)")
+        for flag, value in (("--min-seconds", self.min_seconds), ("--max-seconds", self.max_seconds),
+                            ("--timeout", self.timeout), ("--shared-decode", self.shared_decode)):
+            if not math.isfinite(value):  # nan passes every comparison below, inf is no limit
+                raise IngestError(f"{flag} {value}: use a finite number of seconds")
         if not 0 <= self.min_seconds < self.max_seconds:
             raise IngestError(f"--min-seconds {self.min_seconds:g} / --max-seconds {self.max_seconds:g}: use "
                               f"0 <= min < max")
@@ -56,11 +63,14 @@ class IngestConfig:
             raise IngestError(f"--timeout {self.timeout:g}: use a number of seconds > 0 (ffmpeg's time per clip)")
         if self.num_shards is not None and self.num_shards < 1:
             raise IngestError(f"--num-shards {self.num_shards}: use 1 or more")
-        if self.shared_decode < 0 or self.shared_decode > self.max_seconds:
+        if not 0 <= self.shared_decode <= self.max_seconds:
             raise IngestError(f"--shared-decode {self.shared_decode:g}: use 0 (off) .. --max-seconds "
                               f"({self.max_seconds:g}) seconds of media per shared ffmpeg run")
         if self.samples_per_shard < 1:
             raise IngestError(f"--samples-per-shard {self.samples_per_shard}: use 1 or more")
+        if not 0 <= self.max_failed_fraction <= 1:
+            raise IngestError(f"--max-failed-fraction {self.max_failed_fraction:g}: use 0 .. 1 (the share "
+                              f"of failed rows with which a job may still replace a published split)")
 
     def resolve_num_shards(self, num_clips: int) -> int:
         """Shards per format: --num-shards, else enough for --samples-per-shard (at least 1)."""
@@ -99,6 +109,12 @@ class IngestConfig:
                                  "ffmpeg run of at most SECONDS of media, each clip's start snapped to "
                                  "the run's 25 fps grid (at most 20 ms off, recorded in meta); 0: every "
                                  "clip decoded on its own, frame-exact at its start")
+        parser.add_argument("--max-failed-fraction", type=float, default=d.max_failed_fraction,
+                            metavar="FRACTION",
+                            help="a job in which more than this share of the rows failed does not replace "
+                                 "an already published split (the old one stays; the new failures file "
+                                 "says why); 1: replace it whatever failed. A job with no sample never "
+                                 "publishes")
 
     @staticmethod
     def from_args(args: argparse.Namespace) -> "IngestConfig":
@@ -108,7 +124,7 @@ class IngestConfig:
             short_side=args.short_side, jpeg_quality=args.jpeg_quality, min_seconds=args.min_seconds,
             max_seconds=args.max_seconds, max_pixels=args.max_pixels, timeout=args.timeout,
             samples_per_shard=args.samples_per_shard, num_shards=args.num_shards,
-            shared_decode=args.shared_decode)
+            shared_decode=args.shared_decode, max_failed_fraction=args.max_failed_fraction)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -127,6 +143,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--full-videos", action="store_true",
                         help="AudioSet/VGGSound: the files are whole YouTube videos, not the 10 s segments")
     IngestConfig.add_arguments(parser)
+
+
+def output_folder_problem(path: str) -> str | None:
+    """Why nothing can be written into the local folder `path` (made if missing), in words that follow
+    the path in a message: it is a file, it lies under a file, or the nearest existing folder is not
+    writable. None when nothing stands in the way, and for URLs (the bucket answers for itself)."""
+    if is_url(path):
+        return None
+    path = os.path.abspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        return "is a file, not a folder; name a folder (or a new name)"
+    existing = path
+    while not os.path.exists(existing):  # the nearest part of the path that exists
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        return f"lies under {existing}, which is a file, not a folder; use another path"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return (f"can't be written: {existing} is read-only (its permissions or its file system); "
+                f"fix that or use another path")
+    return None
+
+
+def check_output(output: str) -> None:
+    """IngestError naming --output when the job could not write its shards there (before any work)."""
+    problem = output_folder_problem(output)
+    if problem:
+        raise IngestError(f"--output {output}: {problem}")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -153,10 +196,11 @@ def beam_options(beam_args: Sequence[str], output: str):
 
     No --runner: Beam's in-process FnApiRunner, one worker thread per core (never Beam's default, which
     may pick Prism and download a binary). Raises IngestError naming the flag (DataflowRunner without
-    --project, a missing --setup_file, ...). Only looks at flags and files; `check_endpoints` is the
-    network half."""
+    --project, a missing --setup_file, an --output that is a file or read-only, ...). Only looks at
+    flags and files; `check_endpoints` is the network half."""
     from apache_beam.options.pipeline_options import PipelineOptions
 
+    check_output(output)
     args = list(beam_args)
     given = {a.split("=", 1)[0] for a in args if a.startswith("--")}
     if "--runner" not in given:

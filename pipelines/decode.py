@@ -47,6 +47,12 @@ from shards.format.schema import FPS
 __all__ = ["DecodeError", "DecodedClip", "decode_clip", "slice_clip", "FPS", "SAMPLE_RATE"]
 
 _TRUNCATION_SLACK_FRAMES = 2  # a video this many frames short of a "partial file" is truncated
+_ONE_FRAME = 0.5 / FPS  # a clip shorter than half a frame has round(25 d) = 0 frames: too short always
+
+
+def _no_frame(duration: float) -> str:
+    """What a too_short message adds when min_seconds is not what refused the clip."""
+    return f" (under half a frame, {_ONE_FRAME:g} s, it has no frame at all)" if duration < _ONE_FRAME else ""
 
 
 def round_half_up(x: float) -> int:
@@ -165,6 +171,9 @@ def decode_clip(path: str | os.PathLike, start: float = 0.0, end: float | None =
         raise DecodeError("bad_range", f"{path}: clip [{start}, {end}) is empty or negative")
     if end is not None and end - start > max_seconds:
         raise DecodeError("too_long", f"{path}: clip of {end - start:.3f} s is over max_seconds={max_seconds}")
+    if end is not None and end - start < max(min_seconds, _ONE_FRAME):  # checked before ffmpeg runs
+        raise DecodeError("too_short", f"{path}: clip [{start:.3f}, {end:.3f}) is {end - start:.4f} s, "
+                                       f"under min_seconds={min_seconds}" + _no_frame(end - start))
     if needs_local_copy(path):  # gs://, s3://: ffmpeg can't open it, Beam's FileSystems can
         with local_copy(path) as local:
             try:
@@ -256,10 +265,10 @@ def _assemble(path: str, start: float, end: float | None, run, report: RunReport
     elif end is not None:
         real_end = min(real_end, start + len(frames) / FPS)
     duration = real_end - start
-    if duration < min_seconds:
+    if duration < max(min_seconds, _ONE_FRAME):
         raise DecodeError("too_short", f"{path}: clip [{start:.3f}, {real_end:.3f}) is {duration:.3f} s "
                                        f"(requested end {end}, source {src_dur} s), under "
-                                       f"min_seconds={min_seconds}")
+                                       f"min_seconds={min_seconds}" + _no_frame(duration))
     if duration > max_seconds + 1e-6:
         raise DecodeError("too_long", f"{path}: clip of {duration:.3f} s is over max_seconds={max_seconds}")
     n_frames, n_samples = round_half_up(FPS * duration), round_half_up(SAMPLE_RATE * duration)
@@ -311,10 +320,10 @@ def slice_clip(run: DecodedClip, start: float, end: float, min_seconds: float = 
     snapped = run.start + k0 / FPS
     duration = min(end - start, run.end - snapped)  # the length asked for, unless the source ends first
     real_end = snapped + duration
-    if duration < min_seconds:
+    if duration < max(min_seconds, _ONE_FRAME):
         raise DecodeError("too_short", f"clip [{snapped:.3f}, {real_end:.3f}) is {duration:.3f} s "
                                        f"(requested [{start}, {end}), source ends at {run.end:.3f} s), "
-                                       f"under min_seconds={min_seconds}")
+                                       f"under min_seconds={min_seconds}" + _no_frame(duration))
     n_frames, n_samples = round_half_up(FPS * duration), round_half_up(SAMPLE_RATE * duration)
     frames = run.frames[k0:k0 + n_frames]
     padded = n_frames - len(frames)

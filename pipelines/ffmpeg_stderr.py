@@ -92,9 +92,12 @@ def parse_info(stderr: str) -> MediaInfo | None:
         return None
     m = re.match(r"Input #0, (.*?), from ", lines[start_idx])
     format_name = m.group(1) if m else None
+    # "Input #0, FMT, from 'PATH':" spans several lines when PATH holds newlines: the dump starts
+    # after the line that closes the quote
+    end_idx = next((i for i in range(start_idx, len(lines)) if lines[i].endswith("':")), start_idx)
     duration = start_time = None
     streams: list[dict] = []
-    for line in lines[start_idx + 1:]:
+    for line in lines[end_idx + 1:]:
         if line and not line[0].isspace():  # 'Stream mapping:', 'Output #0', '[in#0 ...]': dump over
             break
         if (dm := _DURATION_RE.match(line)) and duration is None:

@@ -48,7 +48,7 @@ def media_manifest(folder: Path) -> Path:
 
 
 def run(args: argparse.Namespace, overrides: list[str]) -> int:
-    from pipelines.config import IngestConfig
+    from pipelines.config import IngestConfig, IngestError, output_folder_problem
     from pipelines.ingest import format_summary, run as ingest
     from pipelines.manifests import read_manifest
     from shards.format.dataset_index import load_index, shard_paths
@@ -56,6 +56,8 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
     from tools.dataset_report import dataset_stats, format_stats, validate_dataset
     from tools.demo_data import make_demo_videos
 
+    if problem := output_folder_problem(args.output):
+        raise IngestError(f"--output {args.output}: {problem}")
     out = Path(args.output)
     shards = str(out / "shards")
     print(f"== 1/5 synthesising demo clips into {out / 'videos'}")

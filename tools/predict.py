@@ -26,12 +26,13 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from pipelines.ffmpeg_run import DecodeError
+from shards.format.errors import UserError
 from shards.format.schema import FPS
 
 MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl")
 
 
-class PredictError(ValueError):
+class PredictError(UserError, ValueError):
     """The run or the request can't be served; the message names what and the fix."""
 
 
@@ -146,11 +147,39 @@ def load_predictor(workdir: str, data: str | None = None, split: str = "train") 
 # ---------------------------------------------------------------------------------------------------
 # Prediction.
 # ---------------------------------------------------------------------------------------------------
+def check_outputs(output: str | None, png: str | None) -> None:
+    """PredictError when --output (F.json or F.csv) or --png (a folder) could not be written: a file
+    where a folder belongs, a folder where the file goes, a read-only folder."""
+    from pipelines.config import output_folder_problem
+
+    if output:
+        if not output.lower().endswith((".json", ".csv")):
+            raise PredictError(f"--output {output}: name a .json or a .csv file")
+        if os.path.isdir(output):
+            raise PredictError(f"--output {output}: is a folder; name a .json or a .csv file in it")
+        folder = os.path.dirname(os.path.abspath(output))
+        if problem := output_folder_problem(folder):
+            raise PredictError(f"--output {output}: {folder} {problem}")
+    if png and (problem := output_folder_problem(png)):
+        raise PredictError(f"--png {png}: {problem}")
+
+
+def check_request(*, stride: float | None = None, windows: int | None = None, top_k: int = 5,
+                  batch_size: int | None = None) -> None:
+    """PredictError naming the first setting that can't work (before any run is loaded)."""
+    if stride is not None and not (stride > 0 and math.isfinite(stride)):
+        raise PredictError(f"--stride {stride}: use a number of seconds > 0")
+    for flag, value in (("--windows", windows), ("--top-k", top_k), ("--batch-size", batch_size)):
+        if value is not None and value < 1:
+            raise PredictError(f"{flag} {value}: use 1 or more")
+
+
 def predict(p: Predictor, videos: list[Video], *, stride: float | None = None, windows: int | None = None,
             top_k: int = 5, batch_size: int | None = None,
             on_failure: Callable[[str, str, str], None] = lambda *a: None) -> list[dict[str, Any]]:
     """One result per video that decoded (see `video_result`); the others go to on_failure(path,
     reason, detail) and the rest go on. Windows of all videos share batches."""
+    check_request(stride=stride, windows=windows, top_k=top_k, batch_size=batch_size)
     import jax
 
     from mbt.evaluate import logits_of

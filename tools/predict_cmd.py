@@ -32,12 +32,10 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tools.predict import PredictError, load_predictor, predict, videos_of
+    from tools.predict import check_outputs, check_request, load_predictor, predict, videos_of
 
-    if args.stride is not None and args.stride <= 0 or args.windows is not None and args.windows < 1:
-        raise PredictError("--stride must be > 0 seconds and --windows >= 1")
-    if args.output and not args.output.lower().endswith((".json", ".csv")):
-        raise PredictError(f"--output {args.output}: name a .json or a .csv file")
+    check_request(stride=args.stride, windows=args.windows, top_k=args.top_k, batch_size=args.batch_size)
+    check_outputs(args.output, args.png)  # before the run is loaded and the videos decoded
     failures: list[dict] = []
 
     def failed(what: str, reason: str, detail: str) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from tools.train_cmds import positive_int
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("report", help="per-class AP of fused vs audio-only vs video-only, attention maps",
@@ -15,15 +17,18 @@ def add_parser(sub) -> None:
     p.add_argument("--clips", type=int, default=4, help="clips to draw attention maps for")
     p.add_argument("--method", default="rollout", choices=("rollout", "last"),
                    help="attention map: rollout over all layers, or the last layer's CLS row")
-    p.add_argument("--test-windows", type=int, default=None, help="windows per clip (multi-clip test)")
+    p.add_argument("--test-windows", type=positive_int, default=None, help="windows per clip (multi-clip test)")
     p.add_argument("--audio-run", default=None, help="a run trained on the spectrogram alone, to compare with")
     p.add_argument("--video-run", default=None, help="a run trained on RGB alone, to compare with")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from mbt.report import write_report
+    from mbt.report import ReportError, write_report
+    from pipelines.config import output_folder_problem
 
+    if args.out and (problem := output_folder_problem(args.out)):
+        raise ReportError(f"--out {args.out}: {problem}")
     s = write_report(args.run_dir, args.data, args.split, out=args.out, clips=args.clips, method=args.method,
                      test_windows=args.test_windows, audio_run=args.audio_run, video_run=args.video_run)
     print(f"report: step {s['step']}, {s['clips']} clips of {s['split']} x {s['windows']} windows")

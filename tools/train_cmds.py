@@ -10,6 +10,17 @@ OVERRIDES = ("any --SECTION.FIELD=VALUE overrides the preset (sections: model, i
              "e.g. --model.fusion_layer=4 --input.batch_size=32 --optim.base_lr=0.1")
 
 
+def positive_int(text: str) -> int:
+    """argparse type of a count that must be 1 or more (windows, batch sizes): 0 is not 'the default'."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not allowed: use 1 or more")
+    return value
+
+
 def add_parsers(sub) -> None:
     from mbt.train_config import PRESETS
 
@@ -35,14 +46,32 @@ def add_parsers(sub) -> None:
     p.add_argument("--workdir", required=True)
     p.add_argument("--data", required=True)
     p.add_argument("--split", default="validation")
-    p.add_argument("--test-windows", type=int, default=None, help="windows per clip (multi-clip test)")
+    p.add_argument("--test-windows", type=positive_int, default=None, help="windows per clip (multi-clip test)")
     p.add_argument("--json", action="store_true", help="print everything, per-class AP included")
     p.set_defaults(run=run_eval)
+
+
+def check_workdir(workdir: str) -> None:
+    """MBTError when `mbt train` could not, or should not, write its run into `workdir`: a file, a
+    folder under a file, a read-only folder, or a dataset folder (checkpoints would go among its shards)."""
+    import glob
+    import os
+
+    from mbt.config import MBTError
+    from pipelines.config import output_folder_problem
+    from shards.format.dataset_index import INDEX_SUFFIX
+
+    if problem := output_folder_problem(workdir):
+        raise MBTError(f"--workdir {workdir}: {problem}")
+    if os.path.isdir(workdir) and (found := glob.glob(os.path.join(glob.escape(workdir), "*" + INDEX_SUFFIX))):
+        raise MBTError(f"--workdir {workdir}: is a dataset folder ({os.path.basename(found[0])}); a run "
+                       f"writes checkpoints, so give it a folder of its own, e.g. --workdir runs/NAME")
 
 
 def run_train(args: argparse.Namespace, overrides: list[str]) -> int:
     from mbt.train_config import get_config
 
+    check_workdir(args.workdir)
     cfg = get_config(args.preset, overrides)  # a bad override fails before JAX starts
     if args.distributed or args.coordinator or args.num_processes:
         from mbt.distributed import initialize

@@ -24,8 +24,9 @@ from pipelines.manifests.audioset import read_audioset
 from pipelines.manifests.epic import read_epic
 from pipelines.manifests.folder import read_folder
 from pipelines.manifests.generic import read_generic
-from pipelines.manifests.spec import (FAILURE_REASONS, MALFORMED_ROW, PROBE_FAILED, UNKNOWN_LABEL,
-                                      ClipSpec, Manifest, ManifestError, RowFailure)
+from pipelines.manifests.spec import (FAILURE_REASONS, MALFORMED_ROW, MAX_LINE_BYTES, PROBE_FAILED,
+                                      UNKNOWN_LABEL, ClipSpec, Manifest, ManifestError, RowFailure,
+                                      read_bounded)
 from pipelines.manifests.vggsound import read_vggsound
 from pipelines.manifests.vocabulary import label_indices, read_class_indices, read_classes
 
@@ -91,12 +92,17 @@ def detect_kind(path: str) -> str:
     if path.lower().endswith((".jsonl", ".ndjson")):
         return "generic"
     try:
-        with open(path, encoding="utf-8-sig", errors="replace") as f:
-            first = next((line.strip() for line in f if line.strip()), "")
+        with open(path, "rb") as f:
+            # the first line, and more: a device, a binary file, an endless line fail here
+            head = read_bounded(f, path, limit=MAX_LINE_BYTES + 1, head=True)
+    except IsADirectoryError:
+        return "folder"
     except FileNotFoundError:
         raise ManifestError(f"manifest {path!r} not found") from None
     except OSError as e:
         raise ManifestError(f"manifest {path!r} cannot be read: {e.strerror or e}") from None
+    lines = head.decode("utf-8-sig", errors="replace").splitlines()
+    first = next((line.strip() for line in lines if line.strip()), "")
     fields = [f.strip() for f in next(csv.reader([first], skipinitialspace=True), [])]
     lower = [f.lower() for f in fields]
     if first.startswith("#") and ("segments csv" in first.lower() or "ytid" in first.lower()):

@@ -40,7 +40,7 @@ def read_audioset(segments_csv: str, class_labels_indices_csv: str, video_root: 
     text, sha = read_text(segments_csv)
     root = default_root(segments_csv, video_root)
     reader = csv.reader(io.StringIO(text, newline=""), skipinitialspace=True)
-    items = read_rows(csv_records(reader, comments=True),
+    items = read_rows(csv_records(reader, segments_csv, comments=True),
                       lambda row, fields: _spec(row, fields, name_of, root, pattern, trimmed))
     return build_manifest(segments_csv, "audioset", sha, items, [name for _, name in mids])
 

@@ -50,7 +50,7 @@ def read_epic(annotations_csv: str, video_root: str | None = None, pattern: str 
             f"{','.join(REQUIRED[:3])},narration_timestamp,{','.join(REQUIRED[3:])},start_frame,stop_frame,"
             f"narration,{','.join(LABEL_COLUMNS)},all_nouns,all_noun_classes")
     has_labels = all(c in header for c in LABEL_COLUMNS)
-    items = read_rows(csv_records(reader),
+    items = read_rows(csv_records(reader, annotations_csv),
                       lambda row, fields: _spec(row, fields, header, root, pattern, has_labels))
     return build_manifest(annotations_csv, "epic", sha, items, vocabulary)
 

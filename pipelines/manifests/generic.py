@@ -52,7 +52,7 @@ def _csv_rows(text: str, root: str, path: str) -> list[ClipSpec | RowFailure]:
         hint = " (a JSONL manifest needs the .jsonl extension)" if text.lstrip().startswith("{") else ""
         raise ManifestError(f"manifest {path!r}: the first line must be the header {','.join(HEADER)!r}, "
                             f"got {','.join(header)!r}{hint}")
-    return read_rows(csv_records(reader), lambda row, fields: _csv_spec(row, fields, root),
+    return read_rows(csv_records(reader, path), lambda row, fields: _csv_spec(row, fields, root),
                      path_of=lambda fields: fields[0].strip())
 
 

@@ -9,14 +9,18 @@ any work starts.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import difflib
 import hashlib
 import math
 import os
+import re
+import stat
 import string
-from typing import Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
+from typing import BinaryIO, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
+from shards.format.errors import UserError
 from shards.format.storage import is_url
 
 # Why a row did not become a clip (the `reason` of a RowFailure, and a failures.jsonl counter name).
@@ -28,7 +32,7 @@ FAILURE_REASONS = (MALFORMED_ROW, UNKNOWN_LABEL, PROBE_FAILED)
 R = TypeVar("R")  # a reader's raw record: a CSV row's fields, a JSONL line's value
 
 
-class ManifestError(ValueError):
+class ManifestError(UserError, ValueError):
     """The manifest cannot be used at all; the message names the file and the fix."""
 
 
@@ -116,25 +120,38 @@ def read_rows(records: Iterable[tuple[int, R]], spec_of: Callable[[int, R], Clip
     return items
 
 
-def csv_records(reader: Iterator[list[str]], *, comments: bool = False) -> Iterator[tuple[int, list[str]]]:
+def csv_records(reader: Iterator[list[str]], source: str, *,
+                comments: bool = False) -> Iterator[tuple[int, list[str]]]:
     """(line where the record starts, fields) for each record of a `csv.reader` that is not blank
-    (with `comments`, nor a line starting with '#'); the rows read_rows numbers its failures by."""
+    (with `comments`, nor a line starting with '#'); the rows read_rows numbers its failures by.
+    ManifestError naming `source` (the file) where the csv module itself gives up."""
     row = reader.line_num + 1
-    for fields in reader:
-        blank = not (fields and any(f.strip() for f in fields))
-        if not blank and not (comments and fields[0].lstrip().startswith("#")):
-            yield row, fields
-        row = reader.line_num + 1
+    try:
+        for fields in reader:
+            blank = not (fields and any(f.strip() for f in fields))
+            if not blank and not (comments and fields[0].lstrip().startswith("#")):
+                yield row, fields
+            row = reader.line_num + 1
+    except csv.Error as e:  # what stops the csv module itself: a quote left open runs to its size limit
+        raise ManifestError(f"{source}: the record from line {row} on: {e} (a quote left open?)") from None
 
 
 # ---------------------------------------------------------------------------------------------------
 # Reading files.
 # ---------------------------------------------------------------------------------------------------
+MAX_TEXT_BYTES = 1 << 30  # a manifest or class file larger is refused (AudioSet's 2M rows: ~100 MB)
+# no manifest row is 64 KiB long: such a "line" is not text (a binary file, /dev/zero); and under
+# this, no field of a row reaches the csv module's field limit (131072 characters)
+MAX_LINE_BYTES = 64 << 10
+_CHUNK = MAX_LINE_BYTES  # no longer, so that only a line across chunks can be too long
+
+
 def read_text(path: str, what: str = "manifest") -> tuple[str, str]:
-    """(text, sha256 of the bytes) of a local UTF-8 file; ManifestError when it can't be read."""
+    """(text, sha256 of the bytes) of a local UTF-8 file; ManifestError when it can't be read, or is
+    not a text file of bounded size and line length (a device, a binary file)."""
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            data = read_bounded(f, path, what)
     except FileNotFoundError:
         raise ManifestError(f"{what} {path!r} not found") from None
     except IsADirectoryError:
@@ -148,6 +165,42 @@ def read_text(path: str, what: str = "manifest") -> tuple[str, str]:
     return text, hashlib.sha256(data).hexdigest()
 
 
+def read_bounded(f: BinaryIO, path: str, what: str = "manifest", limit: int = MAX_TEXT_BYTES, *,
+                 head: bool = False) -> bytes:
+    """The bytes of the open file `f`, read in chunks that are checked as they come, so that a
+    device or a binary file fails at once with ManifestError instead of filling memory: a regular
+    file or a pipe (`--manifest <(...)`) only, no NUL byte, lines under MAX_LINE_BYTES, at most
+    `limit` bytes in all (with `head`, just the first `limit` bytes)."""
+    mode = os.fstat(f.fileno()).st_mode
+    if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+        raise ManifestError(f"{what} {path!r} is a device or socket, not a file; pass a CSV or JSONL file")
+    chunks: list[bytes] = []
+    size = line = 0  # bytes read; bytes since the last newline
+    while chunk := f.read(_CHUNK):
+        if (nul := chunk.find(b"\0")) >= 0:
+            raise ManifestError(f"{what} {path!r} is not a text file (a NUL byte at offset {size + nul}); "
+                                f"pass a CSV or JSONL file")
+        size += len(chunk)
+        # bytes since the last newline; a line within one chunk is no longer than the chunk
+        first, last = chunk.find(b"\n"), chunk.rfind(b"\n")
+        longest = line + (len(chunk) if first < 0 else first)
+        line = longest if first < 0 else len(chunk) - last - 1
+        if longest > MAX_LINE_BYTES:
+            raise ManifestError(f"{what} {path!r} has a line over {MAX_LINE_BYTES >> 10} KiB long, so it is "
+                                f"not a manifest; pass a CSV or JSONL file with one row per line")
+        if size >= limit and head:
+            return b"".join(chunks + [chunk])[:limit]
+        if size > limit:
+            raise ManifestError(f"{what} {path!r} is over {limit >> 20} MiB; split it into smaller "
+                                f"manifests and ingest each (or each split) on its own")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+_SECONDS_RE = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")  # 12, 12.5, .5, 1e-05
+_NON_FINITE_RE = re.compile(r"[+-]?(?:nan|inf|infinity)", re.IGNORECASE)  # numbers, but no times
+
+
 def parse_seconds(text: object, field: str, *, allow_empty: bool = False) -> float | None:
     """A non-negative, finite number of seconds from a manifest field; BadRow when it isn't one."""
     if text is None or (isinstance(text, str) and not text.strip()):
@@ -156,10 +209,10 @@ def parse_seconds(text: object, field: str, *, allow_empty: bool = False) -> flo
         raise BadRow(f"{field} is empty")
     if isinstance(text, bool) or not isinstance(text, (str, int, float)):
         raise BadRow(f"{field} {text!r} is not a number of seconds")
-    try:
-        value = float(text)
-    except ValueError:
-        raise BadRow(f"{field} {text!r} is not a number of seconds") from None
+    # strictly a decimal number: Python's float() also takes '1_0' (10), '١' and padding of any kind
+    if isinstance(text, str) and not any(r.fullmatch(text.strip()) for r in (_SECONDS_RE, _NON_FINITE_RE)):
+        raise BadRow(f"{field} {text!r} is not a number of seconds (write it like 12.5)")
+    value = float(text)
     if not math.isfinite(value) or value < 0:
         raise BadRow(f"{field} {text!r} must be a finite number of seconds >= 0")
     return value

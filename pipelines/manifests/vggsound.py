@@ -37,7 +37,7 @@ def read_vggsound(csv_path: str, video_root: str | None = None, pattern: str = D
     text, sha = read_text(csv_path)
     root = default_root(csv_path, video_root)
     reader = csv.reader(io.StringIO(text, newline=""), skipinitialspace=True)
-    records = [(row, fields) for row, fields in csv_records(reader, comments=True)
+    records = [(row, fields) for row, fields in csv_records(reader, csv_path, comments=True)
                if not _is_header(row, fields)]
     kept = [(row, fields) for row, fields in records
             if split is None or len(fields) != 4 or fields[3].strip() == split]

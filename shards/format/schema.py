@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from shards.format.errors import UserError
+
 FPS = 25  # frames per second of every stored clip
 MEL_ROWS_PER_SECOND = 100  # 10 ms hop
 NUM_MEL_BINS = 128
@@ -21,7 +23,7 @@ NUM_MEL_BINS = 128
 _KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
-class SchemaError(ValueError):
+class SchemaError(UserError, ValueError):
     """A sample (or a key) does not follow the schema; the message says which field and why."""
 
 

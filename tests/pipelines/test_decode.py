@@ -122,6 +122,21 @@ def test_too_short_after_shortening():
     assert e.value.reason == "too_short"
 
 
+@pytest.mark.parametrize("min_seconds", [0.5, 0.0])
+def test_a_clip_shorter_than_min_seconds_or_half_a_frame_is_too_short_before_decoding(min_seconds):
+    with pytest.raises(DecodeError) as e:
+        decode_clip(BUNNY, 1.0, 1.0003, min_seconds=min_seconds)  # 0.3 ms: no frame at all
+    assert e.value.reason == "too_short" and "0.0003 s" in e.value.detail
+    assert len(decode_clip(BUNNY, 1.0, 1.02, min_seconds=0.0).frames) == 1  # half a frame rounds up to one
+
+
+def test_a_path_with_a_newline_decodes(tmp_path):
+    path = tmp_path / "two\nlines.mp4"
+    shutil.copy(BUNNY, path)
+    clip = decode_clip(path, 0.0, 0.4)
+    assert len(clip.frames) == 10 and clip.has_audio and clip.source_width == 1280
+
+
 def test_start_past_end():
     with pytest.raises(DecodeError) as e:
         decode_clip(BIKES, 12.0, 13.0)

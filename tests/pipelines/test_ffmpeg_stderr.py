@@ -58,6 +58,14 @@ def test_probe_bad_inputs(tmp_path):
         probe(tmp_path)  # a directory
 
 
+def test_a_path_with_newlines_does_not_end_the_dump(tmp_path):
+    path = tmp_path / "a\nStream #0:0: Video: fake\n  b.mp4"  # even one that looks like the dump
+    shutil.copy(BUNNY, path)
+    info = probe(path)
+    assert (info.video.codec, info.video.width) == ("h264", 1280) and info.audio.channels == 6
+    assert info.duration == pytest.approx(5.31, abs=0.02)
+
+
 def test_probe_rotation(rotated_mp4):
     info = probe(rotated_mp4)  # shown 90° clockwise (conftest checks that on the pixels)
     assert info.video.rotation == 90

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.config import IngestConfig, IngestError, beam_options
+from pipelines.config import IngestConfig, IngestError, beam_options, output_folder_problem
 from tools.cli import main
 
 
 @pytest.mark.parametrize("field,value,match", [
     ("short_side", 0, "--short-side 0"), ("short_side", 255, "even"), ("timeout", 0, "--timeout 0"),
     ("min_seconds", 5.0, "--min-seconds 5"), ("max_pixels", 0, "--max-pixels"),
-    ("shared_decode", -1.0, "--shared-decode"),
+    ("shared_decode", -1.0, "--shared-decode"), ("shared_decode", float("nan"), "--shared-decode nan"),
+    ("shared_decode", float("inf"), "--shared-decode inf"), ("timeout", float("inf"), "--timeout inf"),
+    ("max_seconds", float("nan"), "--max-seconds nan"),
 ])
 def test_numeric_flags_out_of_range_are_refused(field, value, match):
     with pytest.raises(IngestError, match=match):
@@ -52,3 +54,14 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "out").exists()  # refused before any work
+
+
+def test_an_output_that_can_not_hold_the_dataset_is_refused_before_any_work(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    with pytest.raises(IngestError, match=r"--output .*afile: is a file, not a folder"):
+        beam_options([], str(afile))
+    with pytest.raises(IngestError, match=r"--output .*afile/out: lies under .*afile, which is a file"):
+        beam_options([], str(afile / "out"))
+    assert output_folder_problem(str(tmp_path / "new" / "out")) is None  # made when the job starts
+    assert output_folder_problem("gs://bucket/out") is None

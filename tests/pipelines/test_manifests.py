@@ -10,6 +10,7 @@ import pytest
 from pipelines.manifests import (ClipSpec, Manifest, ManifestError, RowFailure, detect_kind, label_indices,
                                  read_audioset, read_classes, read_epic, read_folder, read_generic,
                                  read_manifest, read_vggsound)
+from pipelines.manifests.spec import MAX_LINE_BYTES, read_bounded
 from shards.format.schema import check_key, make_key
 
 
@@ -375,3 +376,57 @@ def test_detect_kind_and_option_mistakes(tmp_path):
         read_manifest(str(tmp_path / "missing.csv"))
     empty = accounted(read_manifest(str(tmp_path / "a.csv")))
     assert (empty.rows, empty.specs, empty.vocabulary) == (0, [], [])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Times read strictly; files that are not manifests refused at once
+# ---------------------------------------------------------------------------------------------------
+def test_times_are_decimal_numbers_only(tmp_path):
+    m = accounted(read_generic(write(tmp_path / "m.csv",
+        "path,start,end,labels\n"
+        "a.mp4,1_0,20,x\n"  # float() reads 10
+        "b.mp4,0,0x10,x\n"
+        "c.mp4, 1.5 ,1e1,x\n"
+        "d.mp4,.5,2.,x\n")))
+    f = failures_by_row(m)
+    assert sorted(f) == [2, 3] and "start '1_0' is not a number of seconds" in f[2].detail
+    assert "end '0x10' is not a number" in f[3].detail
+    assert [(s.start, s.end) for s in m.specs] == [(1.5, 10.0), (0.5, 2.0)]
+    # AudioSet's and VGGSound's times go through the same parser
+    m = read_vggsound(write(tmp_path / "v.csv", "abc,1_0,dog,train\n"), video_root=str(tmp_path))
+    assert m.failures[0].reason == "malformed_row" and "1_0" in m.failures[0].detail
+
+
+@pytest.mark.parametrize("kind", ["auto", "generic"])
+def test_a_device_is_refused_at_once(kind):
+    with pytest.raises(ManifestError, match="'/dev/zero' is a device or socket, not a file"):
+        read_manifest("/dev/zero", kind=kind)
+    with pytest.raises(ManifestError, match="classes file '/dev/zero' is a device"):
+        read_classes("/dev/zero")
+
+
+def test_binary_files_and_endless_lines_are_refused_without_reading_them_whole(tmp_path):
+    (tmp_path / "bin.csv").write_bytes(b"path,start,end,labels\n\0\0\0")
+    with pytest.raises(ManifestError, match=r"not a text file \(a NUL byte at offset 22\)"):
+        read_generic(str(tmp_path / "bin.csv"))
+    long = tmp_path / "long.csv"
+    with open(long, "w") as f:
+        f.write("path,start,end,labels\n" + "x" * (MAX_LINE_BYTES + 10) + "\n")
+    with pytest.raises(ManifestError, match="has a line over 64 KiB long"):
+        read_generic(str(long))
+    with pytest.raises(ManifestError, match="has a line over 64 KiB long"):
+        detect_kind(write(tmp_path / "long2.csv", "x" * (3 * MAX_LINE_BYTES)))
+    with pytest.raises(ManifestError, match=r"quote\.csv: the record from line 2 on: field larger than field limit"):
+        read_generic(write(tmp_path / "quote.csv", 'path,start,end,labels\n"a.mp4' + "\nx" * 70_000))
+    write(tmp_path / "m.csv", "path,start,end,labels\n" + "a.mp4,0,1,x\n" * 100)  # the size bound
+    with open(tmp_path / "m.csv", "rb") as f, pytest.raises(ManifestError, match="is over"):
+        read_bounded(f, str(tmp_path / "m.csv"), limit=1 << 10)
+
+
+def test_a_manifest_can_come_through_a_pipe(tmp_path):
+    r, w = os.pipe()
+    os.write(w, b"path,start,end,labels\n/v/a.mp4,0,1,x\n")
+    os.close(w)
+    m = read_generic(f"/dev/fd/{r}")
+    os.close(r)
+    assert [s.key for s in m.specs] == ["a_0"]

