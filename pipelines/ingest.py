@@ -24,6 +24,7 @@ import argparse
 import contextlib
 import errno
 import json
+import logging
 import os
 import sys
 import time
@@ -307,10 +308,11 @@ def run(manifest: Manifest, cfg: IngestConfig, beam_args: Sequence[str] = (), *,
         keep = published.files()
         remove_unlisted(cfg.output, cfg.split, keep)  # what killed or failed jobs left
         staging = staging_dir(cfg.output, cfg.split, uuid.uuid4().hex[:12])
+        held = beam_errors_held()
         try:
             plan = write_plan(manifest, staging, job_generation(cfg, manifest.sha256, published.generation),
                               cfg.shared_decode)
-            with reporter:
+            with reporter, held:
                 with beam.Pipeline(options=options) as p:
                     build_pipeline(p, plan, cfg)
             index = json.loads(storage.read_bytes(storage.join(staging, PENDING_INDEX)).decode("utf-8"))
@@ -322,12 +324,71 @@ def run(manifest: Manifest, cfg: IngestConfig, beam_args: Sequence[str] = (), *,
         except Exception as e:
             full = disk_full(cfg.output, e)
             if full is None:
+                held.replay()
                 raise
             raise full from None
         finally:
             if lock.held():  # (a job whose lock was taken from it touches nothing more)
                 remove_unlisted(cfg.output, cfg.split, keep)
     return summarize(index, index_path(cfg.output, cfg.split), time.time() - start)
+
+
+class beam_errors_held(contextlib.AbstractContextManager):
+    """Hold back the traceback of a failing DoFn that Beam reports while the pipeline runs (it logs it,
+    and its SDK worker also prints it to stderr) until the job knows what failed: a failure the job
+    turns into one line (a full disk) drops it, any other is replayed as Beam gave it."""
+
+    def __init__(self):
+        self.records: list[logging.LogRecord] = []
+        self.printed: list[str] = []
+        self.logger = logging.getLogger("apache_beam")
+
+    def __enter__(self):
+        self.handler = _ListHandler(self.records)
+        self.propagate, self.stderr = self.logger.propagate, sys.stderr
+        self.logger.addHandler(self.handler)
+        self.logger.propagate = False
+        sys.stderr = _TracebackHolder(sys.stderr, self.printed)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.logger.removeHandler(self.handler)
+        self.logger.propagate = self.propagate
+        sys.stderr = self.stderr
+
+    def replay(self) -> None:
+        for record in self.records:
+            self.logger.handle(record)
+        self.stderr.write("".join(self.printed))
+        self.records.clear()
+        self.printed.clear()
+
+
+class _ListHandler(logging.Handler):
+    def __init__(self, records: list):
+        super().__init__(logging.WARNING)
+        self.records = records
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+class _TracebackHolder:
+    """sys.stderr, but a write that is a whole traceback (and the newline print adds) goes to `held`."""
+
+    def __init__(self, stream, held: list[str]):
+        self.stream, self.held, self.last = stream, held, False
+
+    def write(self, text: str) -> int:
+        if text.startswith("Traceback (most recent call last):") or (self.last and text == "\n"):
+            self.held.append(text)
+            self.last = text != "\n"
+            return len(text)
+        self.last = False
+        return self.stream.write(text)
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
 
 
 def disk_full(output: str, error: BaseException) -> IngestError | None:

@@ -18,9 +18,11 @@ def failpoint(name: str) -> None:
     spec = os.environ.get("MBT_FAILPOINT")
     if not spec:
         return
-    target, _, nth = spec.partition(":")
+    target, _, nth = spec.rpartition(":")
+    if not nth.isdigit():
+        target, nth = spec, "1"
     if target != name:
         return
     _hits[name] = _hits.get(name, 0) + 1
-    if _hits[name] == int(nth or 1):
+    if _hits[name] == int(nth):
         os.kill(os.getpid(), signal.SIGKILL)

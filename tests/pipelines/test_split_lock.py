@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -31,10 +33,7 @@ def test_a_held_lock_refuses_a_second_writer_and_is_released(tmp_path):
 
 
 def test_a_killed_jobs_lock_is_stale_and_taken_over(tmp_path, capsys):
-    gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone.wait()
-    Path(lock_path(str(tmp_path), "train")).write_text(json.dumps(
-        {"host": __import__("socket").gethostname(), "pid": gone.pid, "started": "earlier"}))
+    Path(lock_path(str(tmp_path), "train")).write_text(stale_holder())
     with split_lock(str(tmp_path), "train"):
         pass
     assert "taking over the stale lock" in capsys.readouterr().err
@@ -60,3 +59,66 @@ def test_two_ingests_into_one_split_at_once_one_fails_naming_the_other(tmp_path)
     assert f"pid {first.pid}" in second.stderr and len(second.stderr.strip().splitlines()) == 1
     index = json.loads((out / "train.index.json").read_text())
     assert index["num_shards"] == 3 and index["counts"]["written"] == 20 and not lock.exists()
+
+
+def stale_holder() -> str:
+    """What a killed job leaves in its lock: this host, a process that is gone."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    return json.dumps({"host": __import__("socket").gethostname(), "pid": gone.pid, "started": "earlier"})
+
+
+def race(output: str, racers: int) -> list[str]:
+    """`racers` threads take the split's lock at once and hold what they got until all have tried;
+    returns 'won' or the error of each."""
+    from pipelines.split_lock import SplitLock
+
+    start, tried = threading.Barrier(racers), threading.Barrier(racers)
+
+    def one(_):
+        lock = SplitLock(output, "train")
+        start.wait()
+        try:
+            lock.take()
+        except IngestError as e:
+            tried.wait()
+            return str(e)
+        held = lock.held()
+        tried.wait()  # everyone has tried while this one holds it
+        lock.release()
+        return "won" if held else "won, then lost"
+
+    with ThreadPoolExecutor(racers) as pool:
+        return list(pool.map(one, range(racers)))
+
+
+def test_racers_over_a_stale_lock_one_takes_it(tmp_path):
+    for _ in range(5):
+        Path(lock_path(str(tmp_path), "train")).write_text(stale_holder())
+        results = race(str(tmp_path), 8)
+        assert results.count("won") == 1, results
+        assert all("being written by another job" in r for r in results if r != "won")
+        assert not Path(lock_path(str(tmp_path), "train")).exists()
+
+
+def test_a_lock_removed_from_under_its_job_stops_it_publishing(tmp_path):
+    with split_lock(str(tmp_path), "train") as lock:
+        lock.check()
+        Path(lock.path).unlink()  # removed by hand while the job runs ...
+        with split_lock(str(tmp_path), "train"):  # ... and another job takes the split
+            assert not lock.held()
+            with pytest.raises(IngestError, match="was removed or taken by another job while it ran"):
+                lock.check()
+        assert not lock.held()
+
+
+def test_racers_over_a_stale_lock_in_a_bucket_one_takes_it(gcs_bucket):
+    from shards.format import storage
+
+    out = f"{gcs_bucket}/stale_race"
+    for _ in range(3):
+        storage.write_atomic(lock_path(out, "train"), stale_holder().encode())
+        results = race(out, 6)
+        assert results.count("won") == 1, results
+        assert all("being written by another job" in r for r in results if r != "won")
+        assert storage.size(lock_path(out, "train")) is None
