@@ -156,7 +156,7 @@ def decode_clip(path: str | os.PathLike, start: float = 0.0, end: float | None =
     downmixed); a source without audio gives silence and has_audio=False. An end past the source end
     shortens the clip (recorded); `threads` is ffmpeg's decoder/filter/encoder threads per clip (1 suits
     a job that already runs one clip per core). `path` may be a URL: ffmpeg reads http(s) itself,
-    other schemes (gs://, s3://) are copied to a temporary local file through Beam's FileSystems.
+    other schemes (gs://, s3://) are copied to a temporary local file through shards.format.storage.
 
     Raises DecodeError with reason missing_file, empty_file, unreadable, not_media, truncated,
     no_video_stream, no_video_frames, bad_range, start_past_end, too_short, too_long, too_large,
@@ -174,7 +174,7 @@ def decode_clip(path: str | os.PathLike, start: float = 0.0, end: float | None =
     if end is not None and end - start < max(min_seconds, _ONE_FRAME):  # checked before ffmpeg runs
         raise DecodeError("too_short", f"{path}: clip [{start:.3f}, {end:.3f}) is {end - start:.4f} s, "
                                        f"under min_seconds={min_seconds}" + _no_frame(end - start))
-    if needs_local_copy(path):  # gs://, s3://: ffmpeg can't open it, Beam's FileSystems can
+    if needs_local_copy(path):  # gs://, s3://: ffmpeg can't open it, shards.format.storage can
         with local_copy(path) as local:
             try:
                 return decode_clip(local, start, end, short_side=short_side, jpeg_quality=jpeg_quality,

@@ -3,7 +3,7 @@ can't read.
 
 Local paths are passed as `file:/absolute/path` so that a name beginning with '-' (or containing ':')
 can't be read as an option or a protocol. URLs ffmpeg opens itself (http, https) are passed as they
-are; any other scheme (gs://, s3://) is first copied to a local file through Beam's FileSystems.
+are; any other scheme (gs://, s3://) is first copied to a local file through shards.format.storage.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def input_arg(path: str | os.PathLike) -> str:
 
 
 # URL schemes ffmpeg opens itself (and seeks in, over HTTP range requests); any other (gs://, s3://,
-# hdfs://) is read through Beam's FileSystems into a local copy first
+# hdfs://) is read through shards.format.storage into a local copy first
 FFMPEG_SCHEMES = ("http", "https", "file")
 
 
@@ -40,17 +40,16 @@ def needs_local_copy(path: str | os.PathLike) -> bool:
 
 @contextlib.contextmanager
 def local_copy(path: str) -> Iterator[str]:
-    """Copy `path` (gs://, s3://, any scheme Beam's FileSystems knows) to a temporary local file for
+    """Copy `path` (gs://, s3://, any scheme shards.format.storage reads) to a temporary local file for
     the duration of the `with`; DecodeError missing_file / unreadable when it can't be read.
 
     One copy per clip: right for clip-sized sources (AudioSet, VGGSound); many clips of one long
     video (EPIC) each fetch it whole, so stage such corpora on the workers' disk or an HTTP(S) URL."""
-    from apache_beam.io.filesystem import CompressionTypes
-    from apache_beam.io.filesystems import FileSystems
+    from shards.format import storage
 
     try:
-        exists = FileSystems.exists(path)
-    except Exception as e:  # noqa: BLE001 - no file system for the scheme (e.g. gs:// without GCP extras)
+        exists = storage.size(path) is not None
+    except Exception as e:  # noqa: BLE001 - no file system for the scheme, or the store refuses us
         raise DecodeError("unreadable", f"{path}: {type(e).__name__}: {e}".splitlines()[0][:500]) from None
     if not exists:
         raise DecodeError("missing_file", f"{path}: no such object")
@@ -58,7 +57,7 @@ def local_copy(path: str) -> Iterator[str]:
     try:
         with os.fdopen(fd, "wb") as out:
             try:
-                with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as src:
+                with storage.open_path(path, "rb") as src:
                     shutil.copyfileobj(src, out, 1 << 20)
             except Exception as e:  # noqa: BLE001 - any storage error is this clip's failure
                 raise DecodeError("unreadable", f"{path}: {type(e).__name__}: {e}".splitlines()[0][:500]) \

@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import os
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -154,6 +156,28 @@ def tiny_train() -> list[str]:
 
 
 # ------------------------------------------------------------------ gs:// against a GCS API on this machine
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """`small_disk(size)`: a folder on a file system of its own of `size` (tmpfs, e.g. "4k", "3m"), a
+    real disk to fill; unmounted after the test. Skips the test where this machine can't mount one."""
+    import subprocess
+
+    mounted = []
+
+    def mount(size: str) -> Path:
+        folder = tmp_path / f"disk{len(mounted)}"
+        folder.mkdir()
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                          capture_output=True).returncode != 0:
+            pytest.skip("cannot mount a tmpfs here (needs root)")
+        mounted.append(folder)
+        return folder
+
+    yield mount
+    for folder in mounted:
+        subprocess.run(["umount", str(folder)], capture_output=True)
+
 
 @pytest.fixture(scope="session")
 def gcs_bucket(tmp_path_factory):

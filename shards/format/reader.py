@@ -1,7 +1,7 @@
 """Read a shard of either encoding: `read_shard` for whole samples, `read_shard_lazy` for a loader.
 
-Both take a path (local or a URL, through shards.format.storage) or an open binary file object (anything with `.read`, e.g. an fsspec or Beam
-FileSystems stream) and read it front to back once, so they work on non-seekable streams. The format
+Both take a path (local or a URL, through shards.format.storage) or an open binary file object (anything with `.read`, e.g. an fsspec
+stream) and read it front to back once, so they work on non-seekable streams. The format
 comes from the file name (`.tar` -> webdataset, `.tfrecord` -> tfrecord) unless `fmt` is given. The two
 encodings of the same samples read back as equal `Sample`s.
 """

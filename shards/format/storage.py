@@ -1,7 +1,12 @@
-"""Paths for every reader outside a Beam job: local files, and URLs through fsspec (gs:// via gcsfs,
-s3://, memory://, http://), with TensorFlow's file system only for schemes fsspec has no backend for.
+"""The toolkit's one storage layer, for every reader and writer (the ingestion job's workers and its
+launcher, the training input, the run directory): local files, and URLs through fsspec (gs:// via
+gcsfs, s3://, memory://, http://), with TensorFlow's file system only for schemes fsspec has no
+backend for.
 
-One `is_url`, one way to open, list, glob and stat. gcsfs (like google-cloud-storage and Beam's
+One `is_url`, one way to open, list, glob and stat, and the writes a dataset's safety rests on:
+`open_atomic` / `write_atomic` (a temporary name renamed over the old file, never an unlink first;
+one upload on a store), `create_exclusive`, `read_generation` / `write_if_generation` (GCS's
+compare-and-swap), `delete`. gcsfs (like google-cloud-storage and Beam's
 FileSystems) honours STORAGE_EMULATOR_HOST, so the same calls run against a GCS API server on this
 machine in the tests; tf.io.gfile would not, which is why it is never the path for gs:// when gcsfs is
 installed. Imports of fsspec and TensorFlow happen on first use of a URL.

@@ -7,7 +7,7 @@
 
 Writing is deterministic (fixed tar header fields, sorted-key JSON): the same samples give the same
 bytes, so a rerun of the ingestion rewrites identical shards. It needs only `write()` on the file
-object, so it streams to non-seekable outputs (Beam FileSystems, gs://).
+object, so it streams to non-seekable outputs (an upload to gs://).
 
 Reading parses the tar itself, strictly (shards.format.tar_members), and decodes a sample's members
 on demand (`TarSample`). Nothing is ever unpickled; webdataset's own decoders are not used.

@@ -153,31 +153,20 @@ def test_the_index_records_each_files_crc32c(tmp_path):
         assert stream_crc32c(f)[0] == index["failures_crc32c"]
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 3 MB file system of its own (tmpfs), or a skip where this machine can't mount one."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(disk)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    yield disk
-    subprocess.run(["umount", str(disk)], check=True)
-
-
 def test_a_full_disk_is_one_line_and_the_job_leaves_nothing_behind(tmp_path, small_disk):
+    disk = small_disk("3m")
     m = manifest(tmp_path / "m.csv", 6, 0.5)  # ~9 MB of shards for a 3 MB disk
-    job = cli_ingest(m, small_disk / "out")
+    job = cli_ingest(m, disk / "out")
     assert job.returncode == 2 and "Traceback" not in job.stderr, job.stderr[-3000:]
     err = job.stderr.strip().splitlines()[-1]
-    assert err.startswith(f"mbt ingest: error: {small_disk / 'out'}: the disk is full") and "MB free" in err, err
-    assert os.listdir(small_disk / "out") == []  # no staging, no temporary file, no lock
+    assert err.startswith(f"mbt ingest: error: {disk / 'out'}: the disk is full") and "MB free" in err, err
+    assert os.listdir(disk / "out") == []  # no staging, no temporary file, no lock
 
-    with open(small_disk / "filler", "wb", buffering=0) as f:  # a rerun on a disk that is full to the byte
+    with open(disk / "filler", "wb", buffering=0) as f:  # a rerun on a disk that is full to the byte
         with pytest.raises(OSError):
             while True:
                 f.write(b"\0" * 4096)
                 f.flush()
-    job = cli_ingest(m, small_disk / "out")
+    job = cli_ingest(m, disk / "out")
     assert job.returncode == 2 and "Traceback" not in job.stderr and "free some space" in job.stderr, job.stderr
-    assert os.listdir(small_disk / "out") == []
+    assert os.listdir(disk / "out") == []

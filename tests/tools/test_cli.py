@@ -173,23 +173,8 @@ def test_a_read_only_output_is_refused_before_any_work(read_only_dir, tmp_path, 
     assert "--workdir" in one_line(capsys)
 
 
-@pytest.fixture
-def tiny_disk(tmp_path):
-    """A 4 kB file system (tmpfs): a real full disk. Skipped where mounting is not allowed."""
-    import subprocess
-
-    folder = tmp_path / "tiny"
-    folder.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", str(folder)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("mounting a tmpfs is not allowed here")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], capture_output=True)
-
-
-def test_a_full_disk_is_one_line_naming_the_path_and_the_space_left(dataset, tiny_disk, capsys):
+def test_a_full_disk_is_one_line_naming_the_path_and_the_space_left(dataset, small_disk, capsys):
+    tiny_disk = small_disk("4k")
     png = tiny_disk / "sheet.png"
     assert main(["inspect", str(shard(dataset, "tar")), "--index", "0", "--png", str(png)]) == 2
     err = one_line(capsys)
