@@ -21,8 +21,8 @@ import sys
 from typing import Callable, Sequence
 
 from shards.format.errors import UserError
-from tools import (bench_cmd, data_cmds, demo_cmd, flops_cmd, ingest_cmd, predict_cmd, report_cmd, table1,
-                   train_cmds)
+from tools import (bench_cmd, data_cmds, demo_cmd, flops_cmd, import_cmd, ingest_cmd, predict_cmd, report_cmd,
+                   table1, train_cmds)
 
 
 class Parser(argparse.ArgumentParser):
@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     report_cmd.add_parser(sub)
     predict_cmd.add_parser(sub)
     table1.add_parser(sub)
+    import_cmd.add_parser(sub)
     parser.set_defaults(mbt=main)  # the command itself, for those that run others (demo), without an import circle
     return parser
 
