@@ -14,13 +14,14 @@ after the prefetched ones, so a checkpoint restores exactly to the step it was t
 
 With InputConfig(rgb_uint8=True), which the training presets set, the host ships raw uint8 pixels
 (a quarter of the bytes written by the loader, through worker shared memory and to the device) and
-the feed normalises them here, on the device, with the same ImageNet mean/std the host would have
-used.
+the feed normalises them here, on the device, with the same affine map the host would have used
+(InputConfig.rgb_normalization: shards.input.augment.rgb_affine; pass it as `rgb_normalization`).
 """
 
 from __future__ import annotations
 
 import collections
+import functools
 from typing import Any, Iterable, Iterator
 
 import jax
@@ -35,10 +36,12 @@ def batch_sharding(mesh: Mesh, axis: str = "data") -> NamedSharding:
     return NamedSharding(mesh, P(axis))
 
 
-def to_global(batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, Any]:
+def to_global(batch: dict[str, np.ndarray], sharding: NamedSharding, *,
+              rgb_normalization: str = "imagenet") -> dict[str, Any]:
     """One host's slice of a batch -> global jax.Arrays (numeric fields); other fields unchanged.
 
-    uint8 `rgb` (InputConfig.rgb_uint8) arrives as float32, ImageNet-normalised on the device."""
+    uint8 `rgb` (InputConfig.rgb_uint8) arrives as float32, normalised on the device as
+    `rgb_normalization` (InputConfig.rgb_normalization) says."""
     out: dict[str, Any] = {}
     for name, value in batch.items():
         value = np.asarray(value)
@@ -47,25 +50,32 @@ def to_global(batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str
         else:
             out[name] = value  # strings (keys): host-local, never on the device
     if "rgb" in out and out["rgb"].dtype == np.uint8:
-        out["rgb"] = _normalize_rgb(out["rgb"])
+        out["rgb"] = _rgb_normalizer(rgb_normalization)(out["rgb"])
     return out
 
 
-@jax.jit
-def _normalize_rgb(rgb: jax.Array) -> jax.Array:
+@functools.lru_cache(maxsize=None)
+def _rgb_normalizer(normalization: str):
+    """A jitted uint8 -> float32 map, the host's affine map (shards.input.augment.rgb_affine)."""
     from shards.input.augment import rgb_affine
 
-    scale, offset = rgb_affine()
-    return rgb.astype(np.float32) * scale + offset  # elementwise: keeps the batch sharding
+    scale, offset = rgb_affine(normalization)
+
+    @jax.jit
+    def normalize(rgb: jax.Array) -> jax.Array:
+        return rgb.astype(np.float32) * scale + offset  # elementwise: keeps the batch sharding
+
+    return normalize
 
 
 class DeviceFeed:
     """Iterator of device batches with a prefetch of `prefetch`; `state()` matches what was handed out."""
 
     def __init__(self, batches: Iterable[dict[str, np.ndarray]], mesh: Mesh, *, axis: str = "data",
-                 prefetch: int = 2):
+                 prefetch: int = 2, rgb_normalization: str = "imagenet"):
         if prefetch < 1:
             raise ValueError(f"prefetch must be >= 1, got {prefetch}")
+        self._rgb_normalization = rgb_normalization
         self._source = batches
         self._it: Iterator = iter(batches)
         self._sharding = batch_sharding(mesh, axis)
@@ -82,7 +92,8 @@ class DeviceFeed:
                 host = next(self._it)
             except StopIteration:
                 break
-            self._queue.append((to_global(host, self._sharding), self._source_state()))
+            self._queue.append((to_global(host, self._sharding, rgb_normalization=self._rgb_normalization),
+                                self._source_state()))
         if not self._queue:
             raise StopIteration
         batch, self._state = self._queue.popleft()
@@ -98,9 +109,10 @@ class DeviceFeed:
 
 
 def device_batches(batches: Iterable[dict[str, np.ndarray]], mesh: Mesh, *, axis: str = "data",
-                   prefetch: int = 2) -> DeviceFeed:
-    """Feed host batches (e.g. shards.input.make_input) onto `mesh`, batch dimension over `axis`."""
-    return DeviceFeed(batches, mesh, axis=axis, prefetch=prefetch)
+                   prefetch: int = 2, rgb_normalization: str = "imagenet") -> DeviceFeed:
+    """Feed host batches (e.g. shards.input.make_input) onto `mesh`, batch dimension over `axis`;
+    uint8 RGB normalised as `rgb_normalization` (the input's InputConfig.rgb_normalization)."""
+    return DeviceFeed(batches, mesh, axis=axis, prefetch=prefetch, rgb_normalization=rgb_normalization)
 
 
 def data_mesh(devices: list | None = None, axis: str = "data") -> Mesh:

@@ -238,7 +238,7 @@ def attention_figures(cfg: TrainConfig, params, data: str, split: str, out: str,
         fused = prediction["logits"]["fused"]
     paths = []
     for i, clip in enumerate(chosen):
-        frames = unnormalize(clip["rgb"], imagenet=cfg.input.normalize_rgb)
+        frames = unnormalize(clip["rgb"], cfg.input.rgb_normalization)
         truth = _label_text(clip["label"], classes)
         guess = None
         if fused is not None and clip["key"] in rows:
@@ -277,12 +277,13 @@ def plot_attention(frames: np.ndarray, maps: dict[str, np.ndarray], path: str, t
     return path
 
 
-def unnormalize(rgb: np.ndarray, imagenet: bool = True) -> np.ndarray:
-    """The input's normalised float frames back to uint8 for display (inverse of shards.input.augment)."""
-    from shards.input.augment import IMAGENET_MEAN, IMAGENET_STD
+def unnormalize(rgb: np.ndarray, normalization: str = "imagenet") -> np.ndarray:
+    """The input's normalised float frames back to uint8 for display (inverse of shards.input.augment's
+    rgb_affine for InputConfig.rgb_normalization)."""
+    from shards.input.augment import rgb_affine
 
-    x = rgb * IMAGENET_STD + IMAGENET_MEAN if imagenet else rgb
-    return np.clip(np.round(x * 255), 0, 255).astype(np.uint8)
+    scale, offset = rgb_affine(normalization)
+    return np.clip(np.round((rgb - offset) / scale), 0, 255).astype(np.uint8)
 
 
 def upsample(a: np.ndarray, size: int) -> np.ndarray:

@@ -120,6 +120,9 @@ def read_config(workdir: str):
         names = {f.name for f in dataclasses.fields(kind)}
         return kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in names})
 
+    old = d["input"].pop("normalize_rgb", None)  # runs before rgb_normalization: False meant x/255
+    if old is False and "rgb_normalization" not in d["input"]:
+        d["input"]["rgb_normalization"] = "unit"
     return TrainConfig(model=build(ModelConfig, d["model"]), input=build(InputConfig, d["input"]),
                        optim=build(OptimConfig, d["optim"]), run=build(RunConfig, d["run"]))
 

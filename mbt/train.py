@@ -174,7 +174,7 @@ def train(cfg: TrainConfig, data: str, workdir: str, *, eval_data: str | None = 
 
     # --- Input: this host's slice of each global batch, placed on the mesh with a prefetch of 2.
     batches = make_input(plan.source, cfg.input, split=split, training=True, seed=cfg.run.seed, state=input_state)
-    feed = device_batches(batches, mesh)
+    feed = device_batches(batches, mesh, rgb_normalization=cfg.input.rgb_normalization)
     rng = jax.random.key(cfg.run.seed + 1)
 
     # --- Preemption: SIGTERM asks the loop to save and stop after the current step.

@@ -13,7 +13,7 @@ from typing import Sequence
 
 from shards.format.errors import UserError
 from shards.format.naming import FORMATS, num_shards_for
-from shards.format.schema import FPS, MelParams
+from shards.format.schema import FEATURE_KINDS, FbankParams, MelParams, feature_params, spectrogram_params
 from shards.format.storage import is_url
 
 
@@ -38,9 +38,17 @@ class IngestConfig:
     num_shards: int | None = None  # exact number of shards per format
     shared_decode: float = 0.0  # > 0: overlapping clips of a source share one ffmpeg run of at most this many s
     max_failed_fraction: float = 0.5  # a job failing more of its rows does not replace a published split
-    mel: MelParams = MelParams()
+    features: str = "log_mel"  # the spectrogram: log_mel (librosa, pipelines.logmel) | kaldi_fbank (AST's)
+    mel: MelParams | FbankParams | None = None  # its parameters, of the kind's type; None: the kind's defaults
 
     def __post_init__(self):
+        if self.features not in FEATURE_KINDS:
+            raise IngestError(f"--features {self.features}: choose from {', '.join(FEATURE_KINDS)}")
+        if self.mel is None:  # resolved here, so that cfg.mel is always the parameters computed
+            object.__setattr__(self, "mel", spectrogram_params(self.features))
+        elif type(self.mel) is not FEATURE_KINDS[self.features]:
+            raise IngestError(f"--features {self.features} takes {FEATURE_KINDS[self.features].__name__} "
+                              f"parameters, not {type(self.mel).__name__} (leave mel unset for its defaults)")
         if not re.fullmatch(r"[A-Za-z0-9_]+", self.split):
             raise IngestError(f"--split {self.split!r}: use letters, digits and '_' (it prefixes file names)")
         bad = [f for f in self.formats if f not in FORMATS]
@@ -79,9 +87,10 @@ class IngestConfig:
         return num_shards_for(num_clips, self.samples_per_shard)
 
     def feature_params(self) -> dict:
-        """What a reader needs to interpret the stored features; goes into meta and the index."""
-        return {"fps": FPS, "short_side": self.short_side, "jpeg_quality": self.jpeg_quality,
-                "audio_sample_rate": self.mel.sample_rate, "mel": self.mel.to_dict()}
+        """What a reader needs to interpret the stored features (shards.format.schema.feature_params);
+        goes into the index."""
+        return feature_params(self.features, short_side=self.short_side, jpeg_quality=self.jpeg_quality,
+                              mel=self.mel)
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -93,6 +102,10 @@ class IngestConfig:
                             help="pixels of the frames' short side: an even number >= 2")
         parser.add_argument("--jpeg-quality", type=int, default=d.jpeg_quality,
                             help="ffmpeg -q:v of the JPEG frames, 2 (best) .. 31 (smallest)")
+        parser.add_argument("--features", default=d.features, choices=list(FEATURE_KINDS),
+                            help="the spectrogram: log_mel (librosa log-mel, Hamming, Slaney filterbank) or "
+                                 "kaldi_fbank (AST's Kaldi fbank: Hann, pre-emphasis, 128 bins from 20 Hz); "
+                                 "both 100 rows a second x 128 bins")
         parser.add_argument("--min-seconds", type=float, default=d.min_seconds,
                             help="a shorter clip is a failure: 0 <= min < --max-seconds")
         parser.add_argument("--max-seconds", type=float, default=d.max_seconds,
@@ -124,7 +137,8 @@ class IngestConfig:
             short_side=args.short_side, jpeg_quality=args.jpeg_quality, min_seconds=args.min_seconds,
             max_seconds=args.max_seconds, max_pixels=args.max_pixels, timeout=args.timeout,
             samples_per_shard=args.samples_per_shard, num_shards=args.num_shards,
-            shared_decode=args.shared_decode, max_failed_fraction=args.max_failed_fraction)
+            shared_decode=args.shared_decode, max_failed_fraction=args.max_failed_fraction,
+            features=args.features)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -153,7 +153,7 @@ def augment_video(samples: Iterable[dict], *, cfg: "InputConfig", training: bool
 
     `slot()` gives the array each example's frames are written into (its slot in the batch being
     made, see shards.input.batching.Batcher): uint8 pixels, or float32 normalised frame by frame while
-    the frame is in the cache (cfg.normalize_rgb: ImageNet mean/std, else x/255). Without it, a new
+    the frame is in the cache (as cfg.rgb_normalization says: see normalize_rgb). Without it, a new
     uint8 array per example.
     """
     import cv2
@@ -185,7 +185,7 @@ def augment_video(samples: Iterable[dict], *, cfg: "InputConfig", training: bool
                         colour = colour_matrix(_example_rng(seed, order.COLOUR, ex), cfg, mean_rgb)
                     apply_colour(frame, colour)
                 if frame is pixels:
-                    normalize_rgb(pixels, out=rgb[i], imagenet=cfg.normalize_rgb)
+                    normalize_rgb(pixels, out=rgb[i], normalization=cfg.rgb_normalization)
                 done[j] = i
         except ShardError as e:
             on_error("bad_jpeg", ex, e)
@@ -215,31 +215,38 @@ def _not_a_jpeg(ex: dict, j: int, e: Exception) -> ShardError:
     return ShardError(f"{where} is not a decodable JPEG ({type(e).__name__}: {e})")
 
 
-def normalize_rgb(rgb: np.ndarray, out: np.ndarray | None = None, *, imagenet: bool = True) -> np.ndarray:
-    """uint8 [..., W, 3] -> float32: (x/255 - ImageNet mean) / std, or x/255 when imagenet=False.
+def normalize_rgb(rgb: np.ndarray, out: np.ndarray | None = None, *,
+                  normalization: str = "imagenet") -> np.ndarray:
+    """uint8 [..., W, 3] -> float32, as InputConfig.rgb_normalization says: "imagenet" (x/255 -
+    ImageNet mean) / std, "unit" x/255, "symmetric" x/127.5 - 1 (in [-1, 1], scenic's).
 
     Written into `out` (e.g. a slot of the batch) when given. The per-channel constants are tiled
     along a whole row, so numpy's inner loop runs over W*3 values, not 3 (10x faster).
     """
     out = np.empty(rgb.shape, np.float32) if out is None else out
     width = rgb.shape[-2]
-    scale, offset = _tiled_affine(width, imagenet)
+    scale, offset = _tiled_affine(width, normalization)
     src, dst = rgb.reshape(-1, width * 3), out.reshape(-1, width * 3)
     np.multiply(src, scale, out=dst)
     np.add(dst, offset, out=dst)
     return out
 
 
-def rgb_affine(imagenet: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel float32 (scale, offset): normalised = pixel * scale + offset (see normalize_rgb)."""
-    if imagenet:
+def rgb_affine(normalization: str = "imagenet") -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel float32 (scale, offset): normalised = pixel * scale + offset (see normalize_rgb);
+    the one definition of the RGB normalisations, on the host and on the device (mbt.input)."""
+    if normalization == "imagenet":
         return (1 / (255 * IMAGENET_STD)).astype(np.float32), (-IMAGENET_MEAN / IMAGENET_STD).astype(np.float32)
-    return np.full(3, 1 / 255, np.float32), np.zeros(3, np.float32)
+    if normalization == "unit":
+        return np.full(3, 1 / 255, np.float32), np.zeros(3, np.float32)
+    if normalization == "symmetric":
+        return np.full(3, 1 / 127.5, np.float32), np.full(3, -1.0, np.float32)
+    raise ValueError(f"rgb normalization {normalization!r}: use imagenet, unit or symmetric")
 
 
 @functools.lru_cache(maxsize=8)
-def _tiled_affine(width: int, imagenet: bool) -> tuple[np.ndarray, np.ndarray]:
-    tiled = tuple(np.tile(x, width) for x in rgb_affine(imagenet))
+def _tiled_affine(width: int, normalization: str) -> tuple[np.ndarray, np.ndarray]:
+    tiled = tuple(np.tile(x, width) for x in rgb_affine(normalization))
     for x in tiled:
         x.setflags(write=False)
     return tiled

@@ -158,7 +158,7 @@ class Batcher:
                     raise RuntimeError(f"an example's {name} was written into another example's batch slot: "
                                        f"a stage between augment and the batcher held examples back")
                 if name == "rgb" and made.dtype != into.dtype:  # uint8 pixels into a float32 batch
-                    augment.normalize_rgb(made, out=into[i], imagenet=cfg.normalize_rgb)
+                    augment.normalize_rgb(made, out=into[i], normalization=cfg.rgb_normalization)
                 else:  # made elsewhere (the augment stages without a slot)
                     into[i] = made
         rgb[n:], spec[n:] = 0, 0

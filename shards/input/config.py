@@ -5,6 +5,13 @@ from __future__ import annotations
 import dataclasses
 
 LABEL_KINDS = ("multi_hot", "class_index", "verb_noun")
+# RGB pixels x in 0..255 -> "imagenet": (x/255 - ImageNet mean) / std; "unit": x/255; "symmetric":
+# x/127.5 - 1, in [-1, 1] (scenic's MBT and ViT inputs). shards.input.augment.rgb_affine has the numbers.
+RGB_NORMALIZATIONS = ("imagenet", "unit", "symmetric")
+# AST's fixed spectrogram statistics (YuanGongND/ast, AudioSet): its input is (fbank + 4.2677393) /
+# (4.5689974 * 2), i.e. InputConfig(mel_mean=AST_MEL_MEAN, mel_std=AST_MEL_STD) on kaldi_fbank features.
+AST_MEL_MEAN = -4.2677393
+AST_MEL_STD = 4.5689974 * 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,12 +49,12 @@ class InputConfig:
     freq_masks: int = 1
     freq_mask_max: int = 48  # mel bins
     # normalisation
-    normalize_rgb: bool = True  # (x/255 - ImageNet mean) / std; else x/255
+    rgb_normalization: str = "imagenet"  # one of RGB_NORMALIZATIONS: imagenet | unit (x/255) | symmetric ([-1, 1])
     rgb_uint8: bool = False  # ship raw uint8 pixels (4x less memory, transport, CPU); mbt.input normalises
-    #                          them on the device (the training presets do: mbt.train_config)
+    #                          them on the device, as rgb_normalization says (the training presets do)
     normalize_spectrogram: bool = True  # (x - mel_mean) / mel_std
-    mel_mean: float | None = None  # None: the split's, from the index
-    mel_std: float | None = None
+    mel_mean: float | None = None  # None: the split's, from the index (AST: AST_MEL_MEAN, scenic: 1.102)
+    mel_std: float | None = None  # None: the split's (AST: AST_MEL_STD, scenic: 2.762)
     mel_per_bin: bool = False  # use the index's per-bin mean/std instead of the global ones
     # labels
     labels: str = "multi_hot"  # "multi_hot" [B,C] f32 | "class_index" [B] i32 | "verb_noun" (EPIC)
@@ -82,8 +89,8 @@ class InputConfig:
             (self.epochs is None or self.epochs >= 1, "epochs must be >= 1 or None"),
             (self.num_workers >= 0 and self.prefetch >= 1, "num_workers >= 0 and prefetch >= 1"),
             (self.on_error in (None, "skip", "raise"), "on_error must be skip or raise"),
-            (self.normalize_rgb or not self.rgb_uint8,
-             "rgb_uint8 ships raw pixels that mbt.input normalises with ImageNet mean/std: keep normalize_rgb"),
+            (self.rgb_normalization in RGB_NORMALIZATIONS,
+             f"rgb_normalization must be one of {', '.join(RGB_NORMALIZATIONS)}"),
         ]
         bad = [msg for ok, msg in checks if not ok]
         if bad:

@@ -87,6 +87,17 @@ def test_uint8_rgb_is_normalised_on_the_device():
     np.testing.assert_allclose(np.asarray(batch["rgb"]), normalize_rgb(pixels), rtol=1e-5, atol=1e-5)
 
 
+def test_symmetric_rgb_on_the_device_is_the_hosts_in_minus_one_to_one():
+    from shards.input.augment import normalize_rgb
+
+    pixels = np.arange(256, dtype=np.uint8).reshape(1, 1, 16, 16, 1).repeat(3, -1).repeat(len(jax.devices()), 0)
+    batch = to_global({"rgb": pixels}, batch_sharding(data_mesh()), rgb_normalization="symmetric")
+    device = np.asarray(batch["rgb"])
+    np.testing.assert_allclose(device, normalize_rgb(pixels, normalization="symmetric"), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(device, pixels / 127.5 - 1, rtol=0, atol=1e-6)
+    assert device.min() >= -1.0 and device.max() <= 1.0
+
+
 @pytest.mark.slow
 def test_four_devices_each_hold_their_rows():
     # XLA's device count is fixed when the backend starts: check a 4-device mesh in a fresh process.

@@ -122,8 +122,8 @@ def test_unnormalize_inverts_the_input_normalisation():
     from shards.input.augment import normalize_rgb
 
     frames = np.random.default_rng(2).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
-    for imagenet in (True, False):
-        np.testing.assert_array_equal(unnormalize(normalize_rgb(frames, imagenet=imagenet), imagenet), frames)
+    for how in ("imagenet", "unit", "symmetric"):
+        np.testing.assert_array_equal(unnormalize(normalize_rgb(frames, normalization=how), how), frames)
 
 
 @pytest.mark.slow

@@ -88,8 +88,18 @@ def test_normalize_rgb_matches_the_formula():
     expect = (x / 255.0 - augment.IMAGENET_MEAN) / augment.IMAGENET_STD
     np.testing.assert_allclose(augment.normalize_rgb(x), expect, rtol=1e-5, atol=1e-5)
     out = np.empty((3, *x.shape), np.float32)
-    augment.normalize_rgb(x, out=out[1], imagenet=False)
+    augment.normalize_rgb(x, out=out[1], normalization="unit")
     np.testing.assert_allclose(out[1], x / 255.0, rtol=1e-6)
+    np.testing.assert_allclose(augment.normalize_rgb(x, normalization="symmetric"), x / 127.5 - 1, atol=1e-6)
+
+
+def test_symmetric_rgb_is_in_minus_one_to_one():
+    # scenic's [-1, 1]: 0 -> -1, 255 -> 1 exactly, nothing outside
+    x = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1).repeat(3, axis=-1)
+    y = augment.normalize_rgb(x, normalization="symmetric")
+    assert y.min() == -1.0 and y.max() == 1.0
+    with pytest.raises(ValueError, match="imagenet, unit or symmetric"):
+        augment.rgb_affine("scenic")
 
 
 def jpegs_of(x, quality=95):
@@ -125,12 +135,13 @@ def test_augment_video_switches_and_determinism(small_input):
 def test_augment_video_normalises_into_a_float32_slot_as_normalize_rgb_does(small_input):
     jpegs = jpegs_of(frames())
     ex = lambda: [example("k", jpegs=list(jpegs), frame_indices=(0, 1, 2, 2), __shard__="s")]
-    for cfg in (small_input(colour_jitter=True, colour_prob=1.0), small_input(normalize_rgb=False)):
+    for cfg in (small_input(colour_jitter=True, colour_prob=1.0), small_input(rgb_normalization="unit"),
+                small_input(rgb_normalization="symmetric")):
         pixels = next(augment.augment_video(ex(), cfg=cfg, training=True, seed=3))["rgb"]
         slot = np.zeros((4, 32, 32, 3), np.float32)
         out = next(augment.augment_video(ex(), cfg=cfg, training=True, seed=3, slot=lambda: slot))["rgb"]
         assert out is slot and (pixels[2] == pixels[3]).all()  # a repeated frame index: the same frame
-        np.testing.assert_array_equal(slot, augment.normalize_rgb(pixels, imagenet=cfg.normalize_rgb))
+        np.testing.assert_array_equal(slot, augment.normalize_rgb(pixels, normalization=cfg.rgb_normalization))
 
 
 def test_spec_augment_masks_within_limits():

@@ -40,7 +40,7 @@ def test_slots_are_the_batch_memory(small_input):
 
 def test_examples_made_elsewhere_are_copied_or_normalised(small_input):
     pixels = np.full((4, 32, 32, 3), 255, np.uint8)
-    batcher = Batcher(batch_size=2, cfg=small_input(normalize_rgb=False), num_classes=5)
+    batcher = Batcher(batch_size=2, cfg=small_input(rgb_normalization="unit"), num_classes=5)
     (batch,) = batcher.batches([example(0, pixels), example(1, pixels)])
     assert batch["rgb"].dtype == np.float32 and np.allclose(batch["rgb"], 1.0)
 
