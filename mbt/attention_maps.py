@@ -6,7 +6,8 @@ over the union of tokens [rgb | spectrogram | bottlenecks] (mbt/fusion.py). From
   the spectrogram CLS never attends to RGB patches directly, so its `last` map is zero: use rollout.
 - `rollout` (Abnar & Zuidema, 2020): the product over layers of 0.5*A + 0.5*I (row-normalised), so
   attention that reaches the frames through other tokens (bottlenecks included) is counted.
-With classifier='gap' there is no CLS token; the mean over the modality's own tokens stands in for it.
+With classifier='gap' there is no CLS token; the mean over the modality's own tokens stands in for it. With
+'ast' the query is the mean of the CLS and distillation rows (the model pools the mean of both tokens).
 """
 
 from __future__ import annotations
@@ -45,16 +46,16 @@ def rgb_attention_maps(attention: jax.Array, config: ModelConfig, method: str = 
     if "rgb" not in config.modalities:
         raise MBTError("attention maps onto the frames need the 'rgb' modality")
     offsets = token_offsets(config)
-    cls = 1 if config.classifier == "token" else 0
-    patches = slice(offsets["rgb"].start + cls, offsets["rgb"].stop)
+    prefix = config.num_prefix_tokens  # CLS (and distillation) tokens before the patches
+    patches = slice(offsets["rgb"].start + prefix, offsets["rgb"].stop)
     attention = np.asarray(attention, np.float32)  # small enough for numpy, and no per-shape compiles
     total = attention.shape[-1]
 
     # One query vector per modality: its CLS row, or the mean of its token rows (GAP).
     q = np.zeros((len(config.modalities), total), np.float32)
     for i, m in enumerate(config.modalities):
-        if cls:
-            q[i, offsets[m].start] = 1.0
+        if prefix:
+            q[i, offsets[m].start : offsets[m].start + prefix] = 1.0 / prefix
         else:
             q[i, offsets[m]] = 1.0 / (offsets[m].stop - offsets[m].start)
     mass = np.broadcast_to(q, (attention.shape[1],) + q.shape)  # [B, M, N]

@@ -16,7 +16,9 @@ from shards.format.errors import UserError
 
 MODALITIES = ("rgb", "spectrogram")  # the order tokens are laid out in everywhere
 FUSIONS = ("bottleneck", "self_attention", "cross_attention", "none")
-CLASSIFIERS = ("token", "gap")
+CLASSIFIERS = ("token", "gap", "joint_gap", "ast")
+PREFIX_TOKENS = {"token": 1, "gap": 0, "joint_gap": 0, "ast": 2}  # learned tokens before the patches: CLS (+ AST's distillation)
+SPECTROGRAM_ORDERS = ("time_major", "frequency_major")
 HEADS = ("multilabel", "multiclass", "verb_noun")
 RGB_TOKENIZERS = ("patch2d", "tubelet")
 DTYPES = ("float32", "bfloat16")
@@ -54,6 +56,9 @@ class ModelConfig:
     tubelet_frames: int = 2  # t of a tubelet; F must be divisible by it
     spectrogram_frames: int = 800  # rows of the log-mel, 100 per second: 8 s -> 800 -> 50x8 patches
     num_mel_bins: int = 128  # columns of the log-mel
+    spectrogram_stride: tuple[int, int] | None = None  # (time, frequency) patch stride; None: the patch
+    #                                                     size (no overlap); AST: (10, 10), 6 bins of overlap
+    spectrogram_order: str = "time_major"  # token order of the patch grid; AST's is 'frequency_major'
 
     # Fusion.
     fusion: str = "bottleneck"  # how streams meet from fusion_layer on; 'none' is late fusion
@@ -62,7 +67,10 @@ class ModelConfig:
     share_encoder: bool = False  # one set of block weights for both streams (about half the params)
 
     # Head.
-    classifier: str = "token"  # pool each modality by its CLS token, or 'gap' (mean of its tokens)
+    classifier: str = "token"  # pool each modality by its CLS token, 'gap' (mean of its tokens), or 'ast'
+    #                            (tokens [cls, dist, patches], pooled as the mean of cls and dist: AST/DeiT)
+    #                            'joint_gap': scenic's 'gap', one mean over both modalities' tokens, one head
+    head_norm: bool = False  # a LayerNorm before the head's Dense (AST's mlp_head)
     head: str = "multilabel"  # sigmoid/BCE, 'multiclass' softmax/CE, or 'verb_noun' (two heads)
     num_classes: int = 527  # classes of the multilabel/multiclass head
     num_verb_classes: int = 97  # 'verb_noun' only (EPIC-Kitchens-100)
@@ -72,6 +80,11 @@ class ModelConfig:
     dropout: float = 0.0  # after embeddings, attention output and MLP layers
     attention_dropout: float = 0.0  # on the attention weights
     stochastic_depth: float = 0.0  # drop-path rate of the last layer; rises linearly from 0 at layer 0
+
+    # Numerics that published weights were trained with (the defaults are ViT's).
+    layer_norm_epsilon: float = 1e-6  # every block's and the final LayerNorm (Hugging Face's AST: 1e-12)
+    head_norm_epsilon: float = 1e-5  # head_norm's (torch's default, AST's mlp_head; Hugging Face's AST: 1e-12)
+    gelu_exact: bool = False  # the exact erf GELU (AST, DeiT) instead of the tanh approximation (ViT)
 
     dtype: str = "float32"  # compute dtype; parameters are always float32
 
@@ -85,6 +98,7 @@ class ModelConfig:
         _check_choice("head", self.head, HEADS)
         _check_choice("rgb_tokenizer", self.rgb_tokenizer, RGB_TOKENIZERS)
         _check_choice("dtype", self.dtype, DTYPES)
+        _check_choice("spectrogram_order", self.spectrogram_order, SPECTROGRAM_ORDERS)
         if not self.modalities or len(set(self.modalities)) != len(self.modalities) or any(
             m not in MODALITIES for m in self.modalities
         ):
@@ -108,10 +122,20 @@ class ModelConfig:
         p = self.patch_size
         if self.image_size % p:
             raise MBTError(f"image_size={self.image_size} is not a multiple of the patch size {p}")
-        if self.spectrogram_frames % p or self.num_mel_bins % p:
+        if self.spectrogram_stride is None and (self.spectrogram_frames % p or self.num_mel_bins % p):
             raise MBTError(
                 f"spectrogram {self.spectrogram_frames}x{self.num_mel_bins} is not a multiple of the patch size {p}"
             )
+        if self.spectrogram_stride is not None:
+            object.__setattr__(self, "spectrogram_stride", tuple(self.spectrogram_stride))
+            if len(self.spectrogram_stride) != 2 or min(self.spectrogram_stride) < 1:
+                raise MBTError(f"spectrogram_stride={self.spectrogram_stride}: give two positive integers "
+                               "(time, frequency), or None for the patch size")
+            if min(self.spectrogram_frames, self.num_mel_bins) < p:
+                raise MBTError(f"spectrogram {self.spectrogram_frames}x{self.num_mel_bins} is smaller than one "
+                               f"{p}x{p} patch")
+        if not (self.layer_norm_epsilon > 0 and self.head_norm_epsilon > 0):
+            raise MBTError("layer_norm_epsilon and head_norm_epsilon must be > 0")
         t = self.tubelet_frames if self.rgb_tokenizer == "tubelet" else 1
         if self.num_frames < 1 or self.num_frames % t:
             raise MBTError(f"num_frames={self.num_frames} must be a positive multiple of tubelet_frames={t}")
@@ -159,17 +183,23 @@ class ModelConfig:
 
     @property
     def spectrogram_grid(self) -> tuple[int, int]:
-        """(time, frequency) of the spectrogram patch grid."""
+        """(time, frequency) of the spectrogram patch grid (whatever the tokens' order)."""
         p = self.patch_size
-        return (self.spectrogram_frames // p, self.num_mel_bins // p)
+        st, sf = self.spectrogram_stride or (p, p)  # a VALID convolution: a partial last patch is dropped
+        return ((self.spectrogram_frames - p) // st + 1, (self.num_mel_bins - p) // sf + 1)
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """Learned tokens before each modality's patches: 1 (CLS), 0 (gap) or 2 (AST's CLS + distillation)."""
+        return PREFIX_TOKENS[self.classifier]
 
     def num_tokens(self, modality: str) -> int:
-        """Tokens of one modality entering the encoder, CLS included."""
+        """Tokens of one modality entering the encoder, CLS (and distillation token) included."""
         grid = self.rgb_grid if modality == "rgb" else self.spectrogram_grid
         n = 1
         for g in grid:
             n *= g
-        return n + (1 if self.classifier == "token" else 0)
+        return n + self.num_prefix_tokens
 
     def input_shapes(self, batch_size: int = 1) -> dict[str, tuple[int, ...]]:
         """Shapes of the input dict the model takes, one entry per modality."""

@@ -40,10 +40,10 @@ def analytic_params(config: ModelConfig) -> int:
     """Parameter count from the architecture, without building the model."""
     d, mlp = config.hidden_size, config.mlp_size
     block = 4 * d * d + 4 * d + 2 * 2 * d + 2 * d * mlp + mlp + d  # attention + 2 LayerNorms + MLP
-    cls = 1 if config.classifier == "token" else 0
+    prefix = config.num_prefix_tokens  # CLS (and AST's distillation token)
     total = 0
     for m in config.modalities:
-        total += patch_inputs(config, m) * d + d + cls * d + config.num_tokens(m) * d  # kernel, bias, CLS, posemb
+        total += patch_inputs(config, m) * d + d + prefix * d + config.num_tokens(m) * d  # kernel, bias, CLS, posemb
     separate = len(config.modalities) > 1 and not config.share_encoder
     first_fused = config.num_layers - config.fused_layers
     for layer in range(config.num_layers):
@@ -53,6 +53,7 @@ def analytic_params(config: ModelConfig) -> int:
     if config.fusion == "bottleneck" and config.fused_layers:
         total += config.num_bottlenecks * d
     classes = config.num_verb_classes + config.num_noun_classes if config.head == "verb_noun" else config.num_classes
+    total += 2 * d if config.head_norm else 0
     return total + (d + 1) * classes
 
 
@@ -78,10 +79,9 @@ def analytic_flops(config: ModelConfig) -> int:
     """Forward FLOPs of one clip: patch embeddings + every layer's blocks + the head(s)."""
     d, mlp = config.hidden_size, config.mlp_size
     n = {m: config.num_tokens(m) for m in config.modalities}
-    cls = 1 if config.classifier == "token" else 0
     total = 0
     for m in config.modalities:
-        total += 2 * (n[m] - cls) * patch_inputs(config, m) * d
+        total += 2 * (n[m] - config.num_prefix_tokens) * patch_inputs(config, m) * d
     first_fused = config.num_layers - config.fused_layers
     n_all, b = sum(n.values()), config.num_bottlenecks
     for layer in range(config.num_layers):

@@ -75,7 +75,8 @@ class Encoder(nn.Module):
             block = lambda name: EncoderBlock(  # noqa: E731
                 num_heads=cfg.heads, mlp_dim=cfg.mlp_size, dtype=dtype, dropout=cfg.dropout,
                 attention_dropout=cfg.attention_dropout,
-                drop_path=cfg.stochastic_depth * lyr / max(num_layers - 1, 1), name=name,
+                drop_path=cfg.stochastic_depth * lyr / max(num_layers - 1, 1),
+                layer_norm_epsilon=cfg.layer_norm_epsilon, gelu_exact=cfg.gelu_exact, name=name,
             )  # fmt: skip
             fused = lyr >= first_fused
             if fused and cfg.fusion == "self_attention":
@@ -109,9 +110,9 @@ class Encoder(nn.Module):
                 maps.append(layout.cross(w) if return_attention else None)
 
         if separate_weights:
-            norms = {m: nn.LayerNorm(epsilon=1e-6, dtype=dtype, name=f"encoder_norm_{m}") for m in mods}
+            norms = {m: nn.LayerNorm(epsilon=cfg.layer_norm_epsilon, dtype=dtype, name=f"encoder_norm_{m}") for m in mods}
         else:
-            shared_norm = nn.LayerNorm(epsilon=1e-6, dtype=dtype, name="encoder_norm")
+            shared_norm = nn.LayerNorm(epsilon=cfg.layer_norm_epsilon, dtype=dtype, name="encoder_norm")
             norms = {m: shared_norm for m in mods}
         out = {m: norms[m](x[m]) for m in mods}
         intermediates = {"attention": jnp.stack(maps)} if return_attention else {}

@@ -11,7 +11,9 @@ Inputs are a dict with one entry per modality in config.modalities:
 
 Each modality is tokenized, encoded (mbt/fusion.py), pooled by its own CLS token (or the mean of its own
 tokens: RGB's 8x more tokens never outvote the spectrogram), and classified by one shared head; the
-prediction is the mean of the per-modality logits.
+prediction is the mean of the per-modality logits. classifier='joint_gap' is scenic's 'gap' instead: one
+mean over the tokens of both modalities together, one head (the per-modality logits are then the head
+on each stream's own mean, for diagnosis).
 """
 
 from __future__ import annotations
@@ -58,7 +60,9 @@ class MBT(nn.Module):
             kind = cfg.rgb_tokenizer if m == "rgb" else "spectrogram"
             tokens[m] = Tokenizer(
                 kind=kind, hidden_size=cfg.hidden_size, patch_size=cfg.patch_size,
-                tubelet_frames=cfg.tubelet_frames, use_cls=cfg.classifier == "token",
+                tubelet_frames=cfg.tubelet_frames, use_cls=cfg.classifier in ("token", "ast"),
+                use_dist=cfg.classifier == "ast", stride=cfg.spectrogram_stride,
+                frequency_major=cfg.spectrogram_order == "frequency_major",
                 dropout=cfg.dropout, dtype=dtype, name=f"{m}_tokenizer",
             )(inputs[m], deterministic=not train)  # fmt: skip
 
@@ -69,18 +73,32 @@ class MBT(nn.Module):
         # Each modality pooled on its own; the head and the averaging run in float32.
         if cfg.classifier == "token":
             pre_logits = {m: encoded[m][:, 0].astype(jnp.float32) for m in cfg.modalities}
+        elif cfg.classifier == "ast":  # the mean of the CLS and distillation tokens (AST, DeiT at test time)
+            pre_logits = {m: (encoded[m][:, 0].astype(jnp.float32) + encoded[m][:, 1].astype(jnp.float32)) / 2
+                          for m in cfg.modalities}
         else:
             pre_logits = {m: encoded[m].astype(jnp.float32).mean(axis=1) for m in cfg.modalities}
 
         # Zero-initialised heads: fine-tuning starts from the identical function for every class.
         dense = lambda n, name: nn.Dense(n, kernel_init=nn.initializers.zeros, name=name)  # noqa: E731
+        # AST's head normalises the pooled token once more (LayerNorm + Linear); one norm for every modality.
+        heads_in = pre_logits
+        if cfg.head_norm:
+            norm = nn.LayerNorm(epsilon=cfg.head_norm_epsilon, name="head_norm")
+            heads_in = {m: norm(z) for m, z in pre_logits.items()}
         if cfg.head == "verb_noun":
             verb, noun = dense(cfg.num_verb_classes, "head_verb"), dense(cfg.num_noun_classes, "head_noun")
-            per_modality = {m: {"verb": verb(z), "noun": noun(z)} for m, z in pre_logits.items()}
+            per_modality = {m: {"verb": verb(z), "noun": noun(z)} for m, z in heads_in.items()}
         else:
             head = dense(cfg.num_classes, "head")
-            per_modality = {m: head(z) for m, z in pre_logits.items()}
+            per_modality = {m: head(z) for m, z in heads_in.items()}
         logits = jax.tree.map(lambda *xs: sum(xs) / len(xs), *per_modality.values())
+        if cfg.classifier == "joint_gap":
+            # scenic's 'gap': one mean over the tokens of all modalities together (never the bottlenecks),
+            # one head. The per-modality logits above stay: the head on each stream's own mean.
+            joint = jnp.concatenate([encoded[m] for m in cfg.modalities], axis=1).astype(jnp.float32).mean(1)
+            joint = norm(joint) if cfg.head_norm else joint
+            logits = {"verb": verb(joint), "noun": noun(joint)} if cfg.head == "verb_noun" else head(joint)
 
         intermediates.update(logits=per_modality, pre_logits=pre_logits)
         return logits, intermediates

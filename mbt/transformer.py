@@ -47,11 +47,12 @@ class Attention(nn.Module):
 
 
 class Mlp(nn.Module):
-    """Dense -> GELU (tanh approximation, as ViT was trained) -> Dense."""
+    """Dense -> GELU (tanh approximation, as ViT was trained; exact erf for AST) -> Dense."""
 
     mlp_dim: int  # hidden width, 4*D in every ViT variant
     dtype: jnp.dtype = jnp.float32  # compute dtype
     dropout: float = 0.0  # after each Dense
+    gelu_exact: bool = False  # erf GELU (torch's nn.GELU: AST, DeiT) instead of the tanh approximation
 
     @nn.compact
     def __call__(self, x: Array, *, deterministic: bool) -> Array:
@@ -60,7 +61,7 @@ class Mlp(nn.Module):
             bias_init=nn.initializers.normal(stddev=1e-6), name=name,
         )  # fmt: skip
         width = x.shape[-1]
-        x = nn.gelu(dense(self.mlp_dim, "hidden")(x), approximate=True)
+        x = nn.gelu(dense(self.mlp_dim, "hidden")(x), approximate=not self.gelu_exact)
         x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
         x = dense(width, "output")(x)
         return nn.Dropout(self.dropout)(x, deterministic=deterministic)
@@ -75,6 +76,8 @@ class EncoderBlock(nn.Module):
     dropout: float = 0.0  # after attention and in the MLP
     attention_dropout: float = 0.0  # on the attention weights
     drop_path: float = 0.0  # probability of skipping a residual branch, per example (stochastic depth)
+    layer_norm_epsilon: float = 1e-6  # both LayerNorms' (ViT, AST; Hugging Face's AST: 1e-12)
+    gelu_exact: bool = False  # the MLP's GELU: exact erf (AST) or the tanh approximation (ViT)
 
     @nn.compact
     def __call__(
@@ -85,7 +88,7 @@ class EncoderBlock(nn.Module):
         With `context` [B, Nk, D] the queries are x's tokens and the keys/values are context's, both
         normalised by this block's LayerNorm (the paper's MCA(LN(z_m), LN(z)) for cross-attention).
         """
-        norm = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="attention_norm")
+        norm = nn.LayerNorm(epsilon=self.layer_norm_epsilon, dtype=self.dtype, name="attention_norm")
         y = norm(x)
         kv = y if context is None else norm(context)
         y, weights = Attention(self.num_heads, self.dtype, self.attention_dropout, name="attention")(
@@ -93,8 +96,8 @@ class EncoderBlock(nn.Module):
         )
         y = nn.Dropout(self.dropout)(y, deterministic=deterministic)
         x = x + self._drop_path(y, deterministic)
-        y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="mlp_norm")(x)
-        y = Mlp(self.mlp_dim, self.dtype, self.dropout, name="mlp")(y, deterministic=deterministic)
+        y = nn.LayerNorm(epsilon=self.layer_norm_epsilon, dtype=self.dtype, name="mlp_norm")(x)
+        y = Mlp(self.mlp_dim, self.dtype, self.dropout, self.gelu_exact, name="mlp")(y, deterministic=deterministic)
         return x + self._drop_path(y, deterministic), weights
 
     def _drop_path(self, y: Array, deterministic: bool) -> Array:

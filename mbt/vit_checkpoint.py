@@ -9,6 +9,9 @@ Every MBT run starts from ImageNet ViT weights. What goes where:
   what scenic's tiling of the spectrogram to 3 channels computes;
 - position embeddings: the 14x14 grid bilinearly resized to each modality's grid (scipy.ndimage.zoom,
   order 1, as the ViT code fine-tunes at new resolutions), tiled over frames for RGB;
+- AST's layout (classifier 'ast', spectrogram_order 'frequency_major'), as AST starts from DeiT: the
+  distillation token and its position start as the CLS's, and the spectrogram's frequency axis takes
+  the image's rows (kernel and position grid transposed), so its tokens run row by row as AST's do;
 - not loaded: the head (a new task), `pre_logits`, MBT's bottleneck tokens.
 
 The checkpoint is a flat `np.savez` file with '/'-joined keys; both naming generations are read
@@ -73,7 +76,7 @@ def init_from_vit(
             continue
         key, transform = rule
         # The CLS position comes from a checkpoint trained with a CLS token.
-        needed = [key, "cls"] if key == _POSEMB and config.classifier == "token" else [key]
+        needed = [key, "cls"] if key == _POSEMB and config.num_prefix_tokens else [key]
         absent = [k for k in needed if k not in ckpt]
         if absent:
             missing += [k for k in absent if k not in missing]
@@ -109,6 +112,8 @@ def _rule(path: str, names: dict[str, str], config: ModelConfig):
             return "embedding/kernel", lambda c: _patch_kernel(c["embedding/kernel"], modality, config)
         if leaf in ("embedding/bias", "cls"):
             return leaf, lambda c: c[leaf]
+        if leaf == "dist":  # AST's distillation token starts as the CLS
+            return "cls", lambda c: c["cls"]
         if leaf == "pos_embedding":
             return _POSEMB, lambda c: _posemb(c, modality, config)
         return None
@@ -132,7 +137,9 @@ def _rule(path: str, names: dict[str, str], config: ModelConfig):
 def _patch_kernel(kernel: np.ndarray, modality: str, config: ModelConfig) -> np.ndarray:
     """ViT's [p, p, 3, D] patch kernel, adapted to RGB patches, tubelets or 1-channel spectrograms."""
     if modality == "spectrogram":
-        return kernel.sum(axis=2, keepdims=True)
+        kernel = kernel.sum(axis=2, keepdims=True)
+        # frequency-major (AST): the image's rows become frequency, our kernel's first axis is time
+        return kernel.transpose(1, 0, 2, 3) if config.spectrogram_order == "frequency_major" else kernel
     if config.rgb_tokenizer == "tubelet":
         t = config.tubelet_frames
         out = np.zeros((t,) + kernel.shape, kernel.dtype)
@@ -152,11 +159,13 @@ def _posemb(ckpt: Mapping[str, np.ndarray], modality: str, config: ModelConfig) 
     d = grid.shape[-1]
     grid = grid.reshape(side, side, d)
     target = config.rgb_grid[1:] if modality == "rgb" else config.spectrogram_grid
+    if modality == "spectrogram" and config.spectrogram_order == "frequency_major":
+        target = target[::-1]  # (frequency, time): flattened row by row, the tokens' order
     grid = resize_grid(grid, target).reshape(1, -1, d)
     if modality == "rgb":
         grid = np.tile(grid, (1, config.rgb_grid[0], 1))  # same spatial code for every frame
-    if config.classifier == "token":
-        grid = np.concatenate([cls_pos, grid], axis=1)
+    if config.num_prefix_tokens:  # CLS (and the distillation token, which starts as the CLS)
+        grid = np.concatenate([cls_pos] * config.num_prefix_tokens + [grid], axis=1)
     return grid
 
 
