@@ -1,15 +1,19 @@
-"""One manifest row -> one Sample: decode with ffmpeg, compute the log-mel, attach labels and meta."""
+"""One manifest row -> one Sample: decode with ffmpeg, compute the spectrogram (log-mel or Kaldi fbank),
+attach labels and meta."""
 
 from __future__ import annotations
 
+import numpy as np
+
 from pipelines.config import IngestConfig
 from pipelines.decode import DecodedClip, decode_clip
+from pipelines.fbank import fbank
 from pipelines.ffmpeg_run import DecodeError
 from pipelines.logmel import log_mel
 from pipelines.manifests import ClipSpec
-from shards.format.schema import Sample
+from shards.format.schema import FbankParams, MelParams, Sample
 
-__all__ = ["DecodeError", "build_sample", "decode", "sample_of"]
+__all__ = ["DecodeError", "build_sample", "decode", "sample_of", "spectrogram"]
 
 
 def build_sample(spec: ClipSpec, label_ids: list[int], cfg: IngestConfig, local: str | None = None) -> Sample:
@@ -31,11 +35,19 @@ def decode(path: str, start: float, end: float | None, cfg: IngestConfig) -> Dec
                        min_seconds=cfg.min_seconds)
 
 
+def spectrogram(audio: np.ndarray, params: MelParams | FbankParams) -> np.ndarray:
+    """The stored spectrogram of a clip's audio, float32 [round(100 d), 128]: the kind `params` are of
+    (MelParams: pipelines.logmel.log_mel; FbankParams: AST's Kaldi fbank, pipelines.fbank.fbank)."""
+    if isinstance(params, FbankParams):
+        return fbank(audio, params)
+    return log_mel(audio, params)
+
+
 def sample_of(spec: ClipSpec, label_ids: list[int], cfg: IngestConfig, clip: DecodedClip) -> Sample:
-    """The Sample of `spec` from its decoded clip: log-mel, labels, meta."""
-    melspec = log_mel(clip.audio, cfg.mel)
+    """The Sample of `spec` from its decoded clip: spectrogram (cfg.features), labels, meta."""
+    melspec = spectrogram(clip.audio, cfg.mel)
     meta = {"source": spec.path, "video_id": spec.video_id, "row": spec.row, **clip.meta(),
-            "mel": cfg.mel.to_dict()}
+            "feature_kind": cfg.features, "mel": cfg.mel.to_dict()}
     return Sample(key=spec.key, frames=clip.frames, melspec=melspec, labels=list(label_ids),
                   label_text=list(spec.labels), meta=meta, verb=spec.verb, noun=spec.noun).validate()
 

@@ -5,7 +5,8 @@
 Each video (a file, every video of a folder, or each row of a manifest: its [start, end)) is cut into
 the model's windows of t = input.clip_seconds seconds, slid by `stride` (default t) on the 25 fps
 grid. Every window is decoded as `mbt ingest` decodes a clip of [s, s + t) (the same ffmpeg arguments
-and JPEG encoding, the same log-mel: pipelines.clip), goes through the shard encoding in memory
+and JPEG encoding, the same spectrogram (log-mel or AST's Kaldi fbank, as the run's data was
+ingested): pipelines.clip), goes through the shard encoding in memory
 (shards.input.memory_input.as_stored), and through the evaluation half of the input (centred crop,
 normalisation with the training data's mel statistics). So a window's logits equal those `mbt eval`
 gives for that clip ingested into shards. With `windows=N` a video is instead decoded whole and read
@@ -107,8 +108,6 @@ def window_starts(start: float, end: float, span: float, stride: float) -> list[
 def load_predictor(workdir: str, data: str | None = None, split: str = "train") -> Predictor:
     """The run's latest checkpoint and preprocessing (RUN/data.json, or the index of `data`)."""
     from mbt.run_dir import load_run, read_data_record
-    from pipelines.config import IngestConfig
-    from shards.format.schema import MelParams
     from shards.input import mel_statistics
 
     if data is not None:
@@ -120,28 +119,42 @@ def load_predictor(workdir: str, data: str | None = None, split: str = "train") 
         if record is None:
             raise PredictError(f"{workdir} does not record its training data's preprocessing (data.json; runs "
                                f"of `mbt train` before `mbt predict` existed): pass --data TRAINING_DATASET")
-    features = record.get("features")
     missing = [k for k in ("features", "classes", "mel_mean", "mel_std") if record.get(k) is None]
     if missing:
         raise PredictError(f"{where} lacks {', '.join(missing)}: the training data's features are unknown; "
                            f"pass --data with the training dataset folder (its SPLIT.index.json)")
-    try:
-        mel = MelParams(**features["mel"])
-        ingest = IngestConfig(output="-", short_side=int(features["short_side"]),
-                              jpeg_quality=int(features["jpeg_quality"]), mel=mel)
-    except (KeyError, TypeError, ValueError) as e:
-        raise PredictError(f"{where}: feature parameters this version can't compute ({e}); predict with "
-                           f"the version of the toolkit that ingested the data") from None
-    computed = ingest.feature_params()
-    differ = [k for k in sorted(set(computed) | set(features)) if computed.get(k) != features.get(k)]
-    if differ:
-        raise PredictError(f"{where}: the run was trained on features predict does not compute ("
-                           + "; ".join(f"{k}: trained {features.get(k)!r}, predict {computed.get(k)!r}"
-                                       for k in differ) + ")")
+    ingest = ingest_config_of(record["features"], where)
     cfg, params, step = load_run(workdir)
     mel_mean, mel_std = mel_statistics(cfg.input, record, where)
     return Predictor(workdir=workdir, cfg=cfg, params=params, step=step, ingest=ingest,
                      classes=list(record["classes"]), mel_mean=mel_mean, mel_std=mel_std)
+
+
+def ingest_config_of(features: dict, where: str = "the run"):
+    """The IngestConfig that computes the recorded `features` (an index's or data.json's: its kind,
+    log_mel when unrecorded, and parameters); PredictError when this version computes other ones."""
+    from pipelines.config import IngestConfig
+    from shards.format.schema import FEATURE_KINDS, feature_kind, spectrogram_params
+
+    kind = feature_kind(features)
+    if kind not in FEATURE_KINDS:
+        raise PredictError(f"{where}: the run was trained on {kind!r} features, which this version can't "
+                           f"compute (it computes {', '.join(FEATURE_KINDS)}); predict with the version of the "
+                           f"toolkit that ingested the data")
+    try:
+        ingest = IngestConfig(output="-", short_side=int(features["short_side"]),
+                              jpeg_quality=int(features["jpeg_quality"]), features=kind,
+                              mel=spectrogram_params(kind, features["mel"]))
+    except (KeyError, TypeError, ValueError) as e:  # (SchemaError, IngestError: ValueErrors)
+        raise PredictError(f"{where}: {kind} parameters this version can't compute ({e}); predict with the "
+                           f"version of the toolkit that ingested the data") from None
+    computed, recorded = ingest.feature_params(), {"kind": kind, **features}
+    differ = [k for k in sorted(set(computed) | set(recorded)) if computed.get(k) != recorded.get(k)]
+    if differ:
+        raise PredictError(f"{where}: the run was trained on features predict does not compute ("
+                           + "; ".join(f"{k}: trained {recorded.get(k)!r}, predict {computed.get(k)!r}"
+                                       for k in differ) + ")")
+    return ingest
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -190,3 +190,35 @@ def test_shared_decode_cuts_overlapping_clips_from_one_run_and_keeps_every_row(t
         assert meta["shared_decode"] == [0.0, 4.24]  # one run for the chain (and a frame more)
         assert abs(meta["start"] - spec.start) <= 0.02 + 1e-9 and meta["requested_start"] == spec.start
         assert len(samples[spec.key].frames) == 38 and samples[spec.key].melspec.shape == (150, 128)
+
+
+def test_ingest_with_kaldi_fbank_stores_asts_features(tmp_path):
+    """`mbt ingest --features kaldi_fbank`: the index and each sample record the kind, and a sample's
+    spectrogram is the Kaldi fbank of its clip's audio (AST's frames first, round(100 d) rows)."""
+    import numpy as np
+
+    from pipelines.clip import decode
+    from pipelines.fbank import fbank
+    from tools.cli import main
+
+    clip = DATA / "pyfeat_caminandes_4s.mp4"  # the clip of tests/data/golden/ast/features
+    manifest = write_csv(tmp_path / "m.csv", [[str(clip), "", "", "caminandes"], [str(clip), "1.0", "2.5", "llama"]])
+    out = tmp_path / "ds"
+    assert main(["ingest", "--manifest", str(manifest), "--output", str(out), "--format", "webdataset,tfrecord",
+                 "--num-shards", "1", "--features", "kaldi_fbank"]) == 0
+    index = load_index(str(out), "train")
+    assert index["features"]["kind"] == "kaldi_fbank"
+    assert index["features"]["mel"]["window"] == "hanning" and index["features"]["mel"]["n_fft"] == 512
+    cfg = IngestConfig(output=str(out), features="kaldi_fbank")
+    samples = {s.key: s for fmt in ("webdataset", "tfrecord") for p in shard_paths(index, fmt) for s in read_shard(p)}
+    assert len(samples) == 2
+    for s in samples.values():
+        assert s.meta["feature_kind"] == "kaldi_fbank" and s.meta["mel"] == cfg.mel.to_dict()
+        audio = decode(str(clip), s.meta["start"], s.meta["requested_end"], cfg).audio
+        assert s.melspec.shape == (round(100 * (s.meta["end"] - s.meta["start"])), 128)
+        np.testing.assert_allclose(s.melspec, fbank(audio), atol=1e-5, rtol=0)
+    # the whole clip: close to AST's features of the same audio decoded by plain ffmpeg (the golden)
+    golden = np.load(DATA / "golden" / "ast" / "features" / "features.npz")["fbank_kaldi_torchaudio_raw"]
+    whole = next(s for s in samples.values() if s.meta["start"] == 0)
+    assert whole.melspec.shape == (395, 128) and golden.shape == (393, 128)  # 3.95 s: 395 rows, Kaldi's 393
+    assert np.median(np.abs(whole.melspec[:393] - golden)) < 0.05  # (1e-5 with this ffmpeg: the same samples)

@@ -114,6 +114,51 @@ def test_runs_without_a_record_and_runs_of_other_features_are_one_line_errors(tr
     assert "fps: trained 30, predict 25" in err and len(err.splitlines()) == 1
 
 
+def test_a_run_trained_on_kaldi_fbank_predicts_on_kaldi_fbank(trained, tmp_path, capsys):
+    from pipelines.clip import decode
+    from pipelines.fbank import fbank
+    from shards.format.schema import feature_params
+    from tools.predict import Video, ingest_config_of, load_predictor, predict
+
+    _, workdir, _ = trained
+    run = tmp_path / "fbank_run"
+    shutil.copytree(workdir, run)
+    record = json.loads((run / "data.json").read_text())
+    assert record["features"]["kind"] == "log_mel" and load_predictor(workdir).ingest.features == "log_mel"
+    record["features"] = feature_params("kaldi_fbank", short_side=record["features"]["short_side"])
+    (run / "data.json").write_text(json.dumps(record))
+    p = load_predictor(str(run))
+    assert p.ingest.features == "kaldi_fbank" and p.ingest.feature_params() == record["features"]
+    (result,) = predict(p, [Video(key="bunny", path=str(BUNNY), start=0.0, end=SPAN)])
+    audio = decode(str(BUNNY), 0.0, SPAN, p.ingest).audio
+    pooled = fbank(audio)[:60].reshape(6, 10, 128).mean(1)  # the window's 64 rows, 10 a second
+    np.testing.assert_allclose(result["windows"][0]["mel"], pooled, atol=1e-5)
+
+    # a record without "kind" (before kaldi_fbank) is log_mel; a kind this version doesn't know: one line
+    old = dict(record["features"], **feature_params(short_side=record["features"]["short_side"]))
+    del old["kind"]
+    assert ingest_config_of(old).features == "log_mel"
+    record["features"]["kind"] = "mfcc"
+    (run / "data.json").write_text(json.dumps(record))
+    assert main(["predict", str(BUNNY), "--workdir", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "'mfcc'" in err and "log_mel, kaldi_fbank" in err and len(err.splitlines()) == 1
+
+
+def test_a_run_saved_with_normalize_rgb_false_reads_as_unit(trained, tmp_path):
+    from mbt.run_dir import read_config
+
+    _, workdir, _ = trained
+    run = tmp_path / "old_rgb"
+    shutil.copytree(workdir, run)
+    config = json.loads((run / "config.json").read_text())
+    assert config["input"].pop("rgb_normalization") == "imagenet"
+    for old, now in ((False, "unit"), (True, "imagenet")):
+        config["input"]["normalize_rgb"] = old
+        (run / "config.json").write_text(json.dumps(config))
+        assert read_config(str(run)).input.rgb_normalization == now
+
+
 def test_a_video_in_a_bucket_is_predicted_as_its_local_file(trained, gcs_bucket):
     from shards.format import storage
     from tools.predict import Video, load_predictor, predict, videos_of
