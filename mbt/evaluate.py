@@ -21,9 +21,11 @@ from mbt.train_config import TrainConfig
 
 @functools.partial(jax.jit, static_argnames=("cfg",))
 def logits_of(params, inputs: dict, cfg) -> dict:
-    """{modality: logits} of a batch of model inputs (`cfg` a ModelConfig), in evaluation mode."""
-    _, inter = MBT(cfg).apply({"params": params}, inputs, train=False)
-    return inter["logits"]
+    """{modality: logits, "fused": the model's prediction} of a batch of model inputs (`cfg` a
+    ModelConfig), in evaluation mode. "fused" is the mean of the modalities' logits, except under
+    classifier='joint_gap' (one head on the tokens of both)."""
+    logits, inter = MBT(cfg).apply({"params": params}, inputs, train=False)
+    return {**inter["logits"], "fused": logits}
 
 
 class EvalInput:
@@ -65,7 +67,7 @@ def clip_label(batch: dict, i: int, head: str) -> Any:
 
 def predict(cfg: TrainConfig, params, data: str, split: str, *, test_windows: int | None = None,
             batch_size: int | None = None) -> dict[str, Any]:
-    """Per clip: logits of each modality averaged over its windows, and the clip's labels."""
+    """Per clip: the fused logits and each modality's, averaged over its windows, and the clip's labels."""
     sums: dict[str, dict[str, Any]] = {}
     counts: dict[str, int] = {}
     labels: dict[str, Any] = {}
@@ -79,10 +81,10 @@ def predict(cfg: TrainConfig, params, data: str, split: str, *, test_windows: in
             counts[key] = counts.get(key, 0) + 1
             labels[key] = label
     keys = sorted(sums)
-    per_mod = {m: jax.tree.map(lambda *rows: np.stack(rows), *[
-        jax.tree.map(lambda x: x / counts[k], sums[k][m]) for k in keys]) for m in cfg.model.modalities}
-    fused = jax.tree.map(lambda *xs: sum(xs) / len(xs), *per_mod.values())
-    return {"keys": keys, "logits": {"fused": fused, **per_mod}, "labels": [labels[k] for k in keys],
+    names = ("fused", *cfg.model.modalities)
+    per_clip = {n: jax.tree.map(lambda *rows: np.stack(rows), *[
+        jax.tree.map(lambda x: x / counts[k], sums[k][n]) for k in keys]) for n in names}
+    return {"keys": keys, "logits": per_clip, "labels": [labels[k] for k in keys],
             "windows": max(counts.values(), default=0), "skipped": clips.skipped()}  # on_error=skip
 
 

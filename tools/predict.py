@@ -305,14 +305,13 @@ def top(probs: Any, classes: list[str], k: int) -> list[list]:
 
 def video_result(p: Predictor, info: dict, per_window: list[dict], top_k: int) -> dict[str, Any]:
     """Per window and per video (logits averaged over the windows, as `mbt eval` averages a clip's):
-    top-k labels of the fused prediction (the modalities' logits averaged) and of each modality."""
+    top-k labels of the model's fused prediction and of each modality."""
     import jax
 
     head, mods = p.cfg.model.head, p.cfg.model.modalities
 
-    def fuse(row: dict) -> dict:
-        return {"fused": jax.tree.map(lambda *xs: sum(xs) / len(xs), *[row[m] for m in mods]),
-                **{m: row[m] for m in mods}}
+    def fuse(row: dict) -> dict:  # the model's own fused logits first (mbt.evaluate.logits_of)
+        return {"fused": row["fused"], **{m: row[m] for m in mods}}
 
     windows = []
     for w, row in zip(info["windows"], per_window):
@@ -321,7 +320,8 @@ def video_result(p: Predictor, info: dict, per_window: list[dict], top_k: int) -
                         "top": {name: top(pr, p.classes, top_k) for name, pr in probs.items()},
                         "logits": fuse(row), "probabilities": probs["fused"], "frame": w["frame"],
                         "mel": w["mel"]})
-    mean = {m: jax.tree.map(lambda *xs: sum(xs) / len(xs), *[row[m] for row in per_window]) for m in mods}
+    mean = {m: jax.tree.map(lambda *xs: sum(xs) / len(xs), *[row[m] for row in per_window])
+            for m in ("fused", *mods)}
     video = {name: probabilities(x, head) for name, x in fuse(mean).items()}
     v = info["video"]
     return {"video": v.path, "key": v.key, "start": v.start, "end": v.end, "has_audio": info["has_audio"],
