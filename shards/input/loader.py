@@ -176,16 +176,21 @@ def _target_batches(plan: Plan) -> int:
 
 def mel_statistics(cfg: InputConfig, index: dict, spec: str) -> tuple[Any, Any]:
     """(mean, std) the spectrogram is normalised with: the config's, else `index`'s (a split's index,
-    or a run's data.json), global or per bin; `spec` names the data in the error."""
+    or a run's data.json), global or per bin; `spec` names the data in the error. The config's mean and
+    std each replace the index's on their own (command-line overrides set one field at a time)."""
     if not cfg.normalize_spectrogram:
         return 0.0, 1.0
-    if cfg.mel_mean is not None:
+    if cfg.mel_mean is not None and cfg.mel_std is not None:
         return cfg.mel_mean, cfg.mel_std
     if cfg.mel_per_bin and index.get("mel_mean_per_bin"):
-        return (np.asarray(index["mel_mean_per_bin"], np.float32),
-                np.maximum(np.asarray(index["mel_std_per_bin"], np.float32), 1e-5))
-    if index.get("mel_mean") is not None and index.get("mel_std"):
-        return float(index["mel_mean"]), float(index["mel_std"])
+        mean, std = (np.asarray(index["mel_mean_per_bin"], np.float32),
+                     np.maximum(np.asarray(index["mel_std_per_bin"], np.float32), 1e-5))
+    elif index.get("mel_mean") is not None and index.get("mel_std"):
+        mean, std = float(index["mel_mean"]), float(index["mel_std"])
+    else:
+        mean = std = None
+    if mean is not None:
+        return (mean if cfg.mel_mean is None else cfg.mel_mean), (std if cfg.mel_std is None else cfg.mel_std)
     raise ShardError(f"no mel statistics for {spec}: it has no index with mel_mean/mel_std; set "
                      f"InputConfig.mel_mean and mel_std, or normalize_spectrogram=False")
 

@@ -326,3 +326,19 @@ def test_the_import_path_from_before_the_two_rooms_still_works():
     assert {"make_input", "InputConfig"} <= set(shards.stream.__all__)
     for name in shards.stream.__all__:
         assert getattr(shards.stream, name) is getattr(shards.input, name)
+
+
+def test_fixed_mel_statistics_replace_the_index_s_each_on_its_own():
+    # AST's constants on kaldi_fbank features: `--input.mel_mean=... --input.mel_std=...` set one at a time
+    from mbt.train_config import get_config
+    from shards.input import mel_statistics
+    from shards.input.config import AST_MEL_MEAN, AST_MEL_STD
+
+    index = {"mel_mean": -5.0, "mel_std": 3.0}
+    cfg = get_config("tiny", [f"input.mel_mean={AST_MEL_MEAN}", f"input.mel_std={AST_MEL_STD}"]).input
+    assert mel_statistics(cfg, index, "d") == (AST_MEL_MEAN, AST_MEL_STD) == (-4.2677393, 4.5689974 * 2)
+    assert mel_statistics(InputConfig(mel_mean=1.0), index, "d") == (1.0, 3.0)
+    assert mel_statistics(InputConfig(mel_std=2.0), index, "d") == (-5.0, 2.0)
+    assert mel_statistics(InputConfig(), index, "d") == (-5.0, 3.0)
+    with pytest.raises(ShardError, match="no mel statistics"):
+        mel_statistics(InputConfig(mel_mean=1.0), {}, "d")
