@@ -120,6 +120,12 @@ def spectrogram_params(kind: str = DEFAULT_FEATURE_KIND,
         raise SchemaError(f"{kind} parameters {values}: {e}") from None
 
 
+def padding_value(kind: str = DEFAULT_FEATURE_KIND) -> float:
+    """The value a training window pads a short clip's spectrogram with: log_mel's silence, log(0 +
+    log_offset); 0 for kaldi_fbank, as AST's loader zero-pads its fbank to target_length."""
+    return 0.0 if kind == "kaldi_fbank" else float(np.log(MelParams().log_offset))
+
+
 def feature_params(kind: str = DEFAULT_FEATURE_KIND, *, short_side: int = 256, jpeg_quality: int = 3,
                    mel: "MelParams | FbankParams | None" = None) -> dict[str, Any]:
     """The canonical `features` record of a dataset (its index, a run's data.json): what a reader needs

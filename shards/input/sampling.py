@@ -5,8 +5,9 @@ From the stored 25 fps frames, a window is either `num_frames` F spread over `cl
 (EPIC: 32 frames, stride 1). The spectrogram window is 100t rows, starting at the same instant as the
 frames (synchronous) or independently (asynchronous, MBT Fig. 2). Training draws a random window,
 evaluation takes the centred one, multi-clip testing N evenly spaced ones. A clip shorter than the
-window is padded — its last frame repeated, silence appended to the spectrogram — and the padding is
-recorded in the example, never a reason to drop it. Only the sampled frames are ever JPEG-decoded
+window is padded — its last frame repeated, silence appended to the spectrogram (AST's 0 to a
+kaldi_fbank one: shards.format.schema.padding_value) — and the padding is recorded in the example,
+never a reason to drop it. Only the sampled frames are ever JPEG-decoded
 (by shards.input.augment.augment_video, straight into their crops).
 """
 
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 import numpy as np
 
 from shards.format.errors import ShardError
-from shards.format.schema import FPS, MEL_ROWS_PER_SECOND, NUM_MEL_BINS, MelParams
+from shards.format.schema import FPS, MEL_ROWS_PER_SECOND, NUM_MEL_BINS, MelParams, padding_value
 from shards.input import order
 
 if TYPE_CHECKING:
@@ -96,12 +97,12 @@ def choose_windows(clip_frames: int, clip_rows: int, *, num_frames: int, clip_se
     return windows
 
 
-def cut_spectrogram(mel: np.ndarray, window: Window) -> np.ndarray:
-    """The window's rows of `mel`, silence where the clip has none: float32 [100 t, 128]."""
+def cut_spectrogram(mel: np.ndarray, window: Window, pad: float = SILENCE) -> np.ndarray:
+    """The window's rows of `mel`, `pad` (silence) where the clip has none: float32 [100 t, 128]."""
     out = np.empty((window.spec_rows, NUM_MEL_BINS), np.float32)
     part = mel[window.spec_start:window.spec_start + window.spec_rows]
     out[:len(part)] = part
-    out[len(part):] = SILENCE
+    out[len(part):] = pad
     return out
 
 
@@ -131,7 +132,8 @@ def sample_windows(samples: Iterable[dict], *, cfg: "InputConfig", training: boo
                 n, len(mel), num_frames=cfg.num_frames, clip_seconds=cfg.clip_seconds,
                 frame_stride=cfg.frame_stride, async_spectrogram=cfg.async_spectrogram, rng=rng,
                 mode="random" if training else "spaced", count=1 if training else cfg.test_windows)
-            cut = [(w, lazy.frames(sorted(set(w.frames))), finite_window(lazy, mel, w)) for w in windows]
+            pad = _pad_value(lazy) if any(w.spec_padded for w in windows) else SILENCE
+            cut = [(w, lazy.frames(sorted(set(w.frames))), finite_window(lazy, mel, w, pad)) for w in windows]
         except ShardError as e:  # the codecs raise ShardError for anything malformed
             on_error("bad_sample", example, e)
             continue
@@ -143,14 +145,20 @@ def sample_windows(samples: Iterable[dict], *, cfg: "InputConfig", training: boo
                    "window": i, "num_windows": len(cut)}
 
 
-def finite_window(lazy, mel: np.ndarray, window: Window) -> np.ndarray:
+def finite_window(lazy, mel: np.ndarray, window: Window, pad: float = SILENCE) -> np.ndarray:
     """The window's spectrogram (cut_spectrogram), or ShardError if it holds an inf or NaN: a damaged
     shard, which would otherwise reach the loss as NaN and be blamed on the learning rate."""
-    spec = cut_spectrogram(mel, window)
+    spec = cut_spectrogram(mel, window, pad)
     if not np.isfinite(spec).all():
         row = window.spec_start + int(np.argwhere(~np.isfinite(spec))[0, 0])
         raise lazy.error(f"sample {lazy.key} has non-finite values in melspec (row {row} is the first)")
     return spec
+
+
+def _pad_value(lazy) -> float:
+    """What pads `lazy`'s spectrogram windows: by the feature kind its meta records (log_mel if none)."""
+    meta = lazy.meta
+    return padding_value((meta.get("feature_kind") if isinstance(meta, dict) else None) or "log_mel")
 
 
 def _name(lazy) -> str:

@@ -90,6 +90,20 @@ def test_sample_windows_cuts_the_right_frames_and_rows(make_clip):
     assert last["__key__"] == "c_0" and last["labels"] == [0]
 
 
+def test_a_kaldi_fbank_clip_is_padded_with_asts_zeros(make_clip):
+    # AST's loader zero-pads its fbank to target_length; a log-mel clip (or one from before feature_kind) gets silence
+    clip = make_clip("c_0", seconds=0.6)
+    cfg = type("Cfg", (), dict(num_frames=4, clip_seconds=1.0, frame_stride=None, async_spectrogram=False,
+                               test_windows=1))
+    for kind, pad in ((None, sampling.SILENCE), ("log_mel", sampling.SILENCE), ("kaldi_fbank", 0.0)):
+        clip.meta = {k: v for k, v in clip.meta.items() if k != "feature_kind"}
+        if kind:
+            clip.meta["feature_kind"] = kind
+        (ex,) = sampling.sample_windows([{"lazy": MemorySample(clip)}], cfg=cfg, training=False, seed=0)
+        assert ex["spec_padded"] == 40 and (ex["spectrogram"][60:] == pad).all()
+        np.testing.assert_array_equal(ex["spectrogram"][:60], clip.melspec)
+
+
 def decode_centre_window(monkeypatch, clip) -> tuple[dict, list[bytes]]:
     """Sample the centred 4-frame, 1 s window of `clip` and decode it (its centred 42 px box, the exact
     pixels of the 48 px frames); also return every JPEG decoded."""
