@@ -32,6 +32,9 @@ def test_asts_model_input_is_the_fbank_padded_to_1024_and_normalised(golden):
     ast = (pad_or_cut(kaldi_fbank(wave), 1024) - AST_MEL_MEAN) / AST_MEL_STD
     assert ast.shape == (1024, 128)
     np.testing.assert_allclose(ast, expected["ast_input_1024"], atol=1e-3, rtol=0)
+    # Hugging Face's ASTFeatureExtractor skips the mean subtraction, which each frame's own DC removal undoes
+    hf = (pad_or_cut(kaldi_fbank(wave, FbankParams(subtract_mean=False)), 1024) - AST_MEL_MEAN) / AST_MEL_STD
+    np.testing.assert_allclose(hf, expected["hf_ast_feature_extractor"], atol=1e-3, rtol=0)
     assert pad_or_cut(np.ones((5, 2)), 3).shape == (3, 2)
 
 
