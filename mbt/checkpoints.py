@@ -20,6 +20,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from mbt import run_dir
+from mbt.config import ModelConfig
 from mbt.overrides import flatten
 from mbt.run_dir import CheckpointError
 from mbt.train_config import TrainConfig
@@ -48,7 +49,9 @@ class Checkpointer:
         current = config_dict(cfg)
         saved = run_dir.read_config_dict(self.workdir)
         if saved is not None:
-            old, new = flatten(saved.get("model", {})), flatten(current["model"])
+            # a run saved before a model setting existed ran with that setting's default
+            defaults = json.loads(json.dumps({f.name: f.default for f in dataclasses.fields(ModelConfig)}, default=list))
+            old, new = flatten({**defaults, **saved.get("model", {})}), flatten(current["model"])
             diff = [f"model.{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
                     if old.get(k) != new.get(k)]
             if diff:
