@@ -39,9 +39,44 @@ def run_scenic(args: argparse.Namespace) -> int:
 # --- AST ---------------------------------------------------------------------------------------------
 def add_ast_parser(kinds) -> None:
     p = kinds.add_parser("ast", help="AST weights: the AST repository's .pth, or a Hugging Face folder",
-                         formatter_class=D)
+                         formatter_class=D,
+                         description="Depth, width, grid and classes are read from the weights (a Hugging Face "
+                                     "config.json states the rest); the run records AST's preprocessing (Kaldi "
+                                     "fbank, (x + 4.2677393) / (4.5689974 * 2)). A .pth is loaded with "
+                                     "torch.load(weights_only=True): one holding code is refused.")
+    p.add_argument("checkpoint", help="the AST repository's .pth (state dict), or a Hugging Face "
+                   "ASTForAudioClassification folder (config.json + model.safetensors); local or gs://")
+    p.add_argument("--workdir", required=True, help="the run directory to write (a new folder)")
+    p.add_argument("--heads", type=int, help="attention heads of a .pth (its weights don't say; default: "
+                   "AST's, 12 for width 768, 6 for 384, 3 for 192; required for other widths)")
+    p.add_argument("--frames", type=int, help="input spectrogram rows (100 a second; default: the multiple of "
+                   "16 that fills its position embeddings, AST's 1024 for 10.24 s)")
+    p.add_argument("--mel-bins", type=int, help="a .pth's mel bins (default: AST's 128)")
+    p.add_argument("--frequency-stride", type=int, help="a .pth's patch stride over frequency (default: AST's 10)")
+    p.add_argument("--time-stride", type=int, help="a .pth's patch stride over time (default: AST's 10)")
+    p.add_argument("--classes", help="class names: a text file, one per line, or AudioSet's "
+                   "class_labels_indices.csv (default: Hugging Face's id2label, else class_0, class_1, ...)")
+    p.add_argument("--head", choices=("multilabel", "multiclass"),
+                   help="sigmoid (AudioSet) or softmax (ESC-50, Speech Commands) head (default: Hugging Face's "
+                        "problem_type, else multilabel)")
     p.set_defaults(run=run_ast)
 
 
 def run_ast(args: argparse.Namespace) -> int:
-    raise NotImplementedError  # filled in by the AST importer
+    from mbt.ast_import import import_ast
+    from tools.train_cmds import check_workdir
+
+    check_workdir(args.workdir)
+    classes = None
+    if args.classes:
+        from pipelines.manifests.vocabulary import read_classes
+
+        classes = read_classes(args.classes)
+    s = import_ast(args.checkpoint, args.workdir, heads=args.heads, frames=args.frames, mel_bins=args.mel_bins,
+                   frequency_stride=args.frequency_stride, time_stride=args.time_stride, classes=classes,
+                   head=args.head)  # fmt: skip
+    print(f"import ast: {args.workdir}: {s['depth']} layers of width {s['width']} ({s['heads']} heads), "
+          f"{s['grid'][0]}x{s['grid'][1]} patches of {s['frames']} spectrogram rows ({s['frames'] / 100:g} s), "
+          f"{s['classes']} classes ({s['head']}); evaluate on kaldi_fbank shards: mbt eval --workdir {args.workdir} "
+          "--data DIR")
+    return 0
