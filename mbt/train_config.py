@@ -56,6 +56,7 @@ class RunConfig:
     eval_every: int | None = None  # steps between evaluations on --eval-data; None: at the end only
     eval_split: str = "validation"
     vit_checkpoint: str | None = None  # ImageNet ViT .npz to initialise both streams from
+    ast_checkpoint: str | None = None  # AST weights (.pth or Hugging Face folder) for the spectrogram stream
     tensorboard: bool = True  # also write TensorBoard event files (imports TensorFlow: ~5-15 s)
 
     def __post_init__(self):

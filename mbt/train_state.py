@@ -39,7 +39,7 @@ class TrainState(flax.struct.PyTreeNode):
 
 
 def init_state(cfg: TrainConfig, total_steps: int, steps_per_epoch: int, rng: int) -> TrainState:
-    """Fresh parameters (or a ViT checkpoint in both streams) and optimiser state."""
+    """Fresh parameters (or a ViT checkpoint in both streams, AST in the spectrogram's) and optimiser state."""
     # RBG keys: the same parameters for the same seed, and a several times faster compile on CPU
     # than threefry for the init program.
     params = init_params(cfg.model, jax.random.key(rng, impl="unsafe_rbg"))["params"]
@@ -47,5 +47,9 @@ def init_state(cfg: TrainConfig, total_steps: int, steps_per_epoch: int, rng: in
         from mbt.vit_checkpoint import init_from_vit
 
         params = init_from_vit({"params": params}, cfg.run.vit_checkpoint, cfg.model)["params"]
+    if cfg.run.ast_checkpoint:  # after ViT's: AST's weights replace the spectrogram stream's
+        from mbt.ast_checkpoint import init_from_ast
+
+        params = init_from_ast({"params": params}, cfg.run.ast_checkpoint, cfg.model)["params"]
     opt_state = make_optimizer(cfg, total_steps, steps_per_epoch).init(params)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state)
