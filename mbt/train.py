@@ -81,14 +81,18 @@ def example_loss(logits: Any, targets: Any, head: str) -> jax.Array:
 
 
 def loss_fn(params, batch: dict, rng: jax.Array, cfg: TrainConfig):
-    """Mean over modalities of each modality's own loss, weighted by the batch mask (padding = 0)."""
+    """Mean over modalities of each modality's own loss (under classifier='joint_gap': the loss of the one
+    joint prediction), weighted by the batch mask (padding = 0)."""
     mix_rng, dropout_rng = jax.random.split(rng)
     targets = soft_targets(batch, cfg.model, cfg.optim.label_smoothing)
     inputs, per_mod_targets = mixup(batch, targets, mix_rng, cfg)
-    _, inter = MBT(cfg.model).apply({"params": params}, inputs, train=True, rngs={"dropout": dropout_rng})
+    logits, inter = MBT(cfg.model).apply({"params": params}, inputs, train=True, rngs={"dropout": dropout_rng})
     mask = batch["mask"].astype(jnp.float32)
-    losses = {m: (example_loss(inter["logits"][m], per_mod_targets[m], cfg.model.head) * mask).sum()
-              / jnp.maximum(mask.sum(), 1.0) for m in cfg.model.modalities}
+    per_mod = inter["logits"]
+    if cfg.model.classifier == "joint_gap":  # one head on both modalities' tokens (scenic's GAP): one loss
+        per_mod, per_mod_targets = {"joint": logits}, {"joint": next(iter(per_mod_targets.values()))}
+    losses = {m: (example_loss(per_mod[m], per_mod_targets[m], cfg.model.head) * mask).sum()
+              / jnp.maximum(mask.sum(), 1.0) for m in per_mod}
     loss = sum(losses.values()) / len(losses)
     return loss, {f"loss_{m}": v for m, v in losses.items()}
 
@@ -109,6 +113,45 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, cfg: TrainConf
                "grad_norm": optax.global_norm(grads), "param_norm": optax.global_norm(params),
                "update_norm": optax.global_norm(updates)}
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+
+# ---------------------------------------------------------------------------------------------------
+# Starting from another run (--run.init_from).
+# ---------------------------------------------------------------------------------------------------
+HEADS = ("head", "head_verb", "head_noun")  # task-specific: re-initialised when their class count differs
+_NOT_ARCHITECTURE = {"head", "num_classes", "num_verb_classes", "num_noun_classes", "dropout",
+                     "attention_dropout", "stochastic_depth", "dtype"}  # settings a fine-tune may change
+
+
+def init_from_run(params: dict, run: str, model: ModelConfig) -> dict:
+    """`params` with every parameter replaced by the latest checkpoint's of run directory `run`; a head
+    of another class count keeps its fresh initialisation (said on stderr). TrainError naming the first
+    parameter that is missing or of another shape, and the model settings that differ."""
+    import sys
+
+    from mbt.run_dir import load_run
+    from mbt.vit_checkpoint import _flatten, _unflatten
+
+    other, theirs, step = load_run(run)
+    ours, theirs = _flatten(params), _flatten(theirs)
+    shape = lambda tree, p: tuple(tree[p].shape) if p in tree else None  # noqa: E731
+    fresh = sorted({p.split("/")[0] for p in set(ours) | set(theirs)
+                    if p.split("/")[0] in HEADS and shape(ours, p) != shape(theirs, p)})
+    differ = [p for p in sorted(set(ours) | set(theirs))
+              if p.split("/")[0] not in fresh and shape(ours, p) != shape(theirs, p)]
+    if differ:
+        p = differ[0]
+        where = (f"is {list(shape(theirs, p))} there, {list(shape(ours, p))} here" if p in ours and p in theirs
+                 else "is not in this model" if p in theirs else "is not in that run")
+        old, new = dataclasses.asdict(other.model), dataclasses.asdict(model)
+        hint = " ".join(f"--model.{k}={','.join(map(str, v)) if isinstance(v, (tuple, list)) else v}"
+                        for k, v in old.items() if v != new[k] and k not in _NOT_ARCHITECTURE)
+        raise TrainError(f"--run.init_from {run}: parameter {p} {where}"
+                         + (f"; that run's model differs: {hint}" if hint else ""))
+    if fresh and jax.process_index() == 0:
+        print(f"init_from {run}: {', '.join(fresh)} re-initialised (another class count than step {step}'s)",
+              file=sys.stderr)
+    return _unflatten({p: ours[p] if p.split("/")[0] in fresh else theirs[p] for p in ours})
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -168,6 +211,8 @@ def train(cfg: TrainConfig, data: str, workdir: str, *, eval_data: str | None = 
 
         write_data_record(workdir, data, split, plan.index)
     state = init_state(cfg, plan.total_steps, plan.steps_per_epoch, cfg.run.seed)
+    if cfg.run.init_from and ckpt.latest_step() is None:  # a new run starts from another run's parameters
+        state = state.replace(params=init_from_run(state.params, cfg.run.init_from, cfg.model))
     state, input_state = ckpt.restore_latest(state)
     state = jax.device_put(state, replicated)
     start_step = int(state.step)

@@ -57,6 +57,7 @@ class RunConfig:
     eval_split: str = "validation"
     vit_checkpoint: str | None = None  # ImageNet ViT .npz to initialise both streams from
     ast_checkpoint: str | None = None  # AST weights (.pth or Hugging Face folder) for the spectrogram stream
+    init_from: str | None = None  # a run directory (e.g. `mbt import`'s) whose latest parameters start this run
     tensorboard: bool = True  # also write TensorBoard event files (imports TensorFlow: ~5-15 s)
 
     def __post_init__(self):
@@ -94,6 +95,11 @@ class TrainConfig:
         if LABELS_FOR_HEAD[m.head] != i.labels:
             problems.append(f"model.head={m.head} needs input.labels={LABELS_FOR_HEAD[m.head]}, "
                             f"not {i.labels}")
+        if m.classifier == "joint_gap" and self.optim.modality_mixup:
+            problems.append("model.classifier=joint_gap has one head over both modalities; optim.modality_mixup "
+                            "needs a head per modality: turn it off")
+        if self.run.vit_checkpoint and self.run.init_from:
+            problems.append("run.vit_checkpoint and run.init_from both initialise the model: give one")
         if problems:
             raise OverrideError("config does not fit together: " + "; ".join(problems))
         return self
@@ -104,8 +110,9 @@ def mbt_base_audioset() -> TrainConfig:
     SGD 0.9, lr 0.5 @ 64, cosine, 2.5 warm-up epochs, 50 epochs, mixup 0.3, stochastic depth 0.3,
     sigmoid/BCE over 527 classes. Reported: 49.6 mAP on AudioSet-20K... 52.1 on AS-500K (paper,
     Table 2). Scenic's released AS-500K checkpoint (52.3 mAP) instead samples 32 frames at stride 2
-    with 2x16x16 tubelets and GAP: `--model.num_frames=32 --model.rgb_tokenizer=tubelet
-    --model.classifier=gap`.
+    with 2x16x16 tubelets and scenic's GAP (one mean over both modalities' tokens): `--model.num_frames=32
+    --model.rgb_tokenizer=tubelet --model.classifier=joint_gap --input.frame_stride=2` (or `mbt import
+    scenic` its weights).
 
         mbt train --preset mbt_base_audioset --data DIR --workdir runs/as --run.vit_checkpoint=ViT-B_16.npz
     """

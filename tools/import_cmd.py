@@ -28,12 +28,51 @@ def add_parser(subparsers) -> None:
 
 # --- scenic's MBT ------------------------------------------------------------------------------------
 def add_scenic_parser(kinds) -> None:
-    p = kinds.add_parser("scenic", help="a scenic MBT checkpoint (Flax msgpack)", formatter_class=D)
+    from mbt.scenic_import import SCENIC_MEL_MEAN, SCENIC_MEL_STD
+
+    p = kinds.add_parser("scenic", help="a scenic MBT checkpoint (Flax msgpack)", formatter_class=D,
+                         description="Architecture, frames, classes and pooling are read from the weights; "
+                                     "the run records scenic's preprocessing (RGB in [-1, 1], fixed mel "
+                                     "statistics).")
+    p.add_argument("checkpoint", help="scenic's checkpoint_N file, or its folder (the newest one); local or gs://")
+    p.add_argument("--workdir", required=True, help="the run directory to write (a new folder)")
+    p.add_argument("--fusion-layer", type=int, help="layer where fusion starts, scenic's model.fusion_layer "
+                   "(required for two modalities: the weights don't say; the paper's MBT: 8)")
+    p.add_argument("--classes", help="class names: a text file, one per line, or AudioSet's "
+                   "class_labels_indices.csv (default: class_0, class_1, ...)")
+    p.add_argument("--head", choices=("multilabel", "multiclass"), default="multilabel",
+                   help="sigmoid (AudioSet) or softmax (VGGSound) head")
+    p.add_argument("--verb-classes", type=int, help="EPIC-Kitchens: the head's first N classes are verbs, "
+                   "the rest nouns (two softmax heads)")
+    p.add_argument("--image-size", type=int, help="frame side in px, when the RGB position embedding "
+                   "can't tell frames from their size (default 224)")
+    p.add_argument("--seconds", type=float, help="spectrogram length in s (100 rows a second), when its "
+                   "position embedding can't tell rows from mel bins (default: 128 bins)")
+    p.add_argument("--frame-stride", type=int, help="sample F consecutive frames at this stride (scenic's "
+                   "AudioSet config: 2) instead of spreading them over the clip")
+    p.add_argument("--mel-mean", type=float, default=SCENIC_MEL_MEAN, help="spectrogram normalisation mean")
+    p.add_argument("--mel-std", type=float, default=SCENIC_MEL_STD, help="spectrogram normalisation std")
     p.set_defaults(run=run_scenic)
 
 
 def run_scenic(args: argparse.Namespace) -> int:
-    raise NotImplementedError  # filled in by the scenic importer
+    from mbt.scenic_import import import_scenic
+    from tools.train_cmds import check_workdir
+
+    check_workdir(args.workdir)
+    classes = None
+    if args.classes:
+        from pipelines.manifests.vocabulary import read_classes
+
+        classes = read_classes(args.classes)
+    cfg, step = import_scenic(args.checkpoint, args.workdir, fusion_layer=args.fusion_layer, classes=classes,
+                              head=args.head, verb_classes=args.verb_classes, image_size=args.image_size,
+                              seconds=args.seconds, frame_stride=args.frame_stride, mel_mean=args.mel_mean,
+                              mel_std=args.mel_std)
+    m = cfg.model
+    print(f"import scenic: {args.workdir} at step {step}: {m.num_layers} layers of width {m.hidden_size}, "
+          f"{'+'.join(m.modalities)}, fusion {m.fusion} from layer {m.fusion_layer}, classifier {m.classifier}")
+    return 0
 
 
 # --- AST ---------------------------------------------------------------------------------------------
