@@ -89,8 +89,8 @@ def read_ast(path: str, *, heads: int | None = None, frames: int | None = None, 
         given = {"--mel-bins": mel_bins, "--frequency-stride": frequency_stride, "--time-stride": time_stride}
         if any(v is not None for v in given.values()):
             flags = ", ".join(k for k, v in given.items() if v is not None)
-            raise ASTCheckpointError(f"{path}: a Hugging Face folder's config.json states the grid; {flags} "
-                                     "are for .pth checkpoints only")
+            raise ASTCheckpointError(f"{path}: a Hugging Face folder's config.json states the grid; {flags}: "
+                                     "for .pth checkpoints only")
         return _read_huggingface(path, heads=heads, frames=frames)
     mel_bins = mel_bins or AST_DEFAULTS["mel_bins"]
     stride = (frequency_stride or AST_DEFAULTS["frequency_stride"], time_stride or AST_DEFAULTS["time_stride"])
@@ -113,6 +113,9 @@ def _read_pth(path: str, *, heads, frames, mel_bins, stride) -> ASTCheckpoint:
                "norm": (sd["v.norm.weight"], sd["v.norm.bias"])}
     for i in range(depth):
         b = f"v.blocks.{i}."
+        if sd[b + "attn.qkv.weight"].shape != (3 * width, width) or sd[b + "attn.qkv.bias"].shape != (3 * width,):
+            raise ASTCheckpointError(f"{path}: {b}attn.qkv is {sd[b + 'attn.qkv.weight'].shape}, not [3D, D] for "
+                                     f"the width D={width} of its tokens; is the file complete and unmodified?")
         q, k, v = np.split(sd[b + "attn.qkv.weight"], 3, axis=0)  # rows: (q|k|v, head, head_dim)
         qb, kb, vb = np.split(sd[b + "attn.qkv.bias"], 3)
         weights[i] = {"norm1": (sd[b + "norm1.weight"], sd[b + "norm1.bias"]), "query": (q, qb), "key": (k, kb),
@@ -121,12 +124,13 @@ def _read_pth(path: str, *, heads, frames, mel_bins, stride) -> ASTCheckpoint:
                       "fc1": (sd[b + "mlp.fc1.weight"], sd[b + "mlp.fc1.bias"]),
                       "fc2": (sd[b + "mlp.fc2.weight"], sd[b + "mlp.fc2.bias"])}  # fmt: skip
     if "mlp_head.1.weight" in sd:
+        _require(path, sd, ["mlp_head.0.weight", "mlp_head.0.bias", "mlp_head.1.bias"], "AST's mlp_head")
         weights["head_norm"] = (sd["mlp_head.0.weight"], sd["mlp_head.0.bias"])
         weights["head"] = (sd["mlp_head.1.weight"], sd["mlp_head.1.bias"])
     grid = _grid(path, weights, mel_bins, stride[0], "pass --mel-bins / --frequency-stride")
     return _checkpoint(path, "pth", weights, depth=depth, width=width, heads=heads, grid=grid, stride=stride,
                        mel_bins=mel_bins, frames=frames, eps=1e-6, head_eps=1e-5, gelu_exact=True, classes=None,
-                       head=None)  # fmt: skip
+                       head_kind=None)  # fmt: skip
 
 
 def load_state_dict(path: str) -> dict[str, np.ndarray]:
@@ -198,6 +202,8 @@ def _read_huggingface(folder: str, *, heads, frames) -> ASTCheckpoint:
             w = sd[name + ".weight"]
             weights[i][ours] = (w, sd.get(name + ".bias", np.zeros(w.shape[0], np.float32)))  # qkv_bias=False
     if "classifier.dense.weight" in sd:
+        _require(folder, sd, ["classifier.layernorm.weight", "classifier.layernorm.bias", "classifier.dense.bias"],
+                 "ASTForAudioClassification's classifier")
         weights["head_norm"] = (sd["classifier.layernorm.weight"], sd["classifier.layernorm.bias"])
         weights["head"] = (sd["classifier.dense.weight"], sd["classifier.dense.bias"])
     width = int(config.get("hidden_size", weights["cls"].shape[-1]))
@@ -220,7 +226,7 @@ def _read_huggingface(folder: str, *, heads, frames) -> ASTCheckpoint:
     eps = float(config.get("layer_norm_eps", 1e-12))
     return _checkpoint(folder, "huggingface", weights, depth=depth, width=width, heads=heads, grid=grid,
                        stride=stride, mel_bins=mel_bins, frames=frames or max_length, eps=eps, head_eps=eps,
-                       gelu_exact=act == "gelu", classes=classes, head=head)  # fmt: skip
+                       gelu_exact=act == "gelu", classes=classes, head_kind=head)  # fmt: skip
 
 
 def _read_safetensors(folder: str) -> dict[str, np.ndarray]:
@@ -301,8 +307,8 @@ def _grid(source: str, weights: dict, mel_bins: int, frequency_stride: int, fix:
 
 
 def _checkpoint(source, fmt, w, *, depth, width, heads, grid, stride, mel_bins, frames, eps, head_eps,
-                gelu_exact, classes, head) -> ASTCheckpoint:
-    """MBT's parameters from the torch-layout weights `w` (Linear [out, in], Conv [D, 1, f, t])."""
+                gelu_exact, classes, head_kind) -> ASTCheckpoint:
+    """The checkpoint from torch-layout weights `w` and what its format states."""
     if depth < 1:
         raise ASTCheckpointError(f"{source} is not an AST checkpoint: it has no transformer blocks")
     f, t = grid
@@ -313,12 +319,26 @@ def _checkpoint(source, fmt, w, *, depth, width, heads, grid, stride, mel_bins, 
         raise ASTCheckpointError(f"{source}: {frames} frames make {(frames - PATCH) // stride[1] + 1} time "
                                  f"patches, its position embeddings have {t}; use --frames from {shortest} to "
                                  f"{shortest + stride[1] - 1}")
+    try:
+        p = _params(w, depth, width, heads)
+    except (ValueError, IndexError) as e:  # a layer of another size than the first
+        raise ASTCheckpointError(f"{source}: weights of shapes that don't fit one AST ({e}); is the file "
+                                 "complete and unmodified?") from None
+    head = w.get("head")
+    return ASTCheckpoint(source=source, format=fmt, params=p, depth=depth, width=width, heads=heads,
+                         mlp_dim=w[0]["fc1"][0].shape[0], grid=grid, stride=tuple(stride), mel_bins=mel_bins,
+                         frames=frames, layer_norm_epsilon=eps, head_norm_epsilon=head_eps, gelu_exact=gelu_exact,
+                         classes=classes, num_classes=0 if head is None else head[0].shape[0],
+                         head=head_kind)  # fmt: skip
+
+
+def _params(w: dict, depth: int, width: int, heads: int) -> dict[str, np.ndarray]:
+    """Torch layouts (Linear [out, in], Conv [D, 1, f, t], fused heads) -> MBT's names and layouts."""
     hd = width // heads
     tok, p = "spectrogram_tokenizer/", {}
     p[tok + "embedding/kernel"] = w["patch"].transpose(3, 2, 1, 0)  # [D, 1, f, t] -> [t, f, 1, D]: ours is time-first
     p[tok + "embedding/bias"] = w["patch_bias"]
     p[tok + "cls"], p[tok + "dist"], p[tok + "pos_embedding"] = w["cls"], w["dist"], w["pos"]  # frequency-major
-    mlp_dim = w[0]["fc1"][0].shape[0]
     for i in range(depth):
         b, blk = f"encoder/encoderblock_{i}/", w[i]
         for ours, theirs in (("attention_norm", "norm1"), ("mlp_norm", "norm2")):
@@ -332,16 +352,10 @@ def _checkpoint(source, fmt, w, *, depth, width, heads, grid, stride, mel_bins, 
         for ours, theirs in (("hidden", "fc1"), ("output", "fc2")):
             p[b + f"mlp/{ours}/kernel"], p[b + f"mlp/{ours}/bias"] = blk[theirs][0].T, blk[theirs][1]
     p["encoder/encoder_norm/scale"], p["encoder/encoder_norm/bias"] = w["norm"]
-    num_classes = 0
     if "head" in w:
         p["head_norm/scale"], p["head_norm/bias"] = w["head_norm"]
         p["head/kernel"], p["head/bias"] = w["head"][0].T, w["head"][1]
-        num_classes = w["head"][0].shape[0]
-    p = {k: np.ascontiguousarray(v, np.float32) for k, v in p.items()}
-    return ASTCheckpoint(source=source, format=fmt, params=p, depth=depth, width=width, heads=heads, mlp_dim=mlp_dim,
-                         grid=grid, stride=tuple(stride), mel_bins=mel_bins, frames=frames, layer_norm_epsilon=eps,
-                         head_norm_epsilon=head_eps, gelu_exact=gelu_exact, classes=classes,
-                         num_classes=num_classes, head=head)  # fmt: skip
+    return {k: np.ascontiguousarray(v, np.float32) for k, v in p.items()}
 
 
 # ---------------------------------------------------------------------------------------------------

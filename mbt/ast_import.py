@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
-from flax.traverse_util import unflatten_dict
+from flax.traverse_util import flatten_dict, unflatten_dict
 
 from mbt.ast_checkpoint import ASTCheckpointError, ast_model_config, read_ast
 
@@ -56,10 +55,10 @@ def import_ast(checkpoint: str, workdir: str, *, heads: int | None = None, frame
 
     # The parameters, checked against the model's own tree before anything is written.
     params = unflatten_dict(ckpt.params, sep="/")
-    want = jax.tree.map(lambda s: tuple(s.shape), param_shapes(model)["params"])
-    if jax.tree.map(np.shape, params) != want:
-        raise ASTCheckpointError(f"{checkpoint}: its weights don't fit the AST model they describe (a bug; "
-                                 "please report it with the checkpoint's keys and shapes)")
+    want = {k: tuple(v.shape) for k, v in flatten_dict(param_shapes(model)["params"], sep="/").items()}
+    wrong = [f"{k} {ckpt.params[k].shape} (needs {want[k]})" for k in want if ckpt.params[k].shape != want[k]]
+    if wrong:
+        raise ASTCheckpointError(f"{checkpoint}: weights that don't fit the AST they describe: {', '.join(wrong[:4])}")
     params = jax.tree.map(jnp.asarray, params)
     state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
                        opt_state=make_optimizer(cfg, 2, 1).init(params))  # what load_run's target expects

@@ -117,6 +117,24 @@ def test_hugging_face_ast_reproduced(tmp_path, capsys, eps):
     assert read_data_record(run)["classes"] == ["dog", "bell", "rain"]
 
 
+def test_checkpoints_in_a_bucket_are_read_through_storage(gcs_bucket, tmp_path, capsys):
+    """A .pth and a Hugging Face folder in gs://, imported into a run in the bucket."""
+    from shards.format import storage
+
+    _hugging_face_ast(tmp_path / "hf")
+    for name in ("config.json", "model.safetensors"):
+        storage.upload(str(tmp_path / "hf" / name), f"{gcs_bucket}/ast/hf/{name}")
+    storage.upload(PTH, f"{gcs_bucket}/ast/original.pth")
+    assert main(["import", "ast", f"{gcs_bucket}/ast/hf", "--workdir", f"{gcs_bucket}/runs/hf"]) == 0
+    assert main(["import", "ast", f"{gcs_bucket}/ast/original.pth", "--workdir", f"{gcs_bucket}/runs/pth",
+                 "--heads", "4"]) == 0
+    capsys.readouterr()
+    x = np.load(os.path.join(GOLDEN, "inputs.npy"))
+    expected = np.load(os.path.join(GOLDEN, "expected_original_ast.npz"))["logits"]
+    np.testing.assert_allclose(_logits(f"{gcs_bucket}/runs/pth", x), expected, atol=1e-5)
+    assert read_data_record(f"{gcs_bucket}/runs/hf")["classes"] == ["dog", "bell", "rain"]
+
+
 def test_an_ast_model_counts_its_parameters():
     cfg = ast_model_config(read_ast(PTH, heads=4))
     assert cfg.spectrogram_grid == (25, 12) and cfg.num_tokens("spectrogram") == 302
@@ -144,10 +162,14 @@ def test_broken_or_foreign_checkpoints_are_one_line(tmp_path, capsys):
     data = open(PTH, "rb").read()
     (tmp_path / "truncated.pth").write_bytes(data[: len(data) // 2])
     torch.save({"fc.weight": torch.zeros(3, 3)}, tmp_path / "other.pth")
+    sd = torch.load(PTH, weights_only=True)
+    torch.save({**sd, "module.v.blocks.1.mlp.fc1.weight": torch.zeros(96, 64)}, tmp_path / "mixed.pth")
+    torch.save({**sd, "module.v.blocks.0.attn.qkv.weight": torch.zeros(190, 64)}, tmp_path / "qkv.pth")
     (tmp_path / "vit").mkdir()
     (tmp_path / "vit" / "config.json").write_text(json.dumps({"model_type": "vit"}))
     cases = {"truncated.pth": "not a complete torch checkpoint", "other.pth": "is not an AST checkpoint",
-             "vit": "not an audio-spectrogram-transformer"}
+             "vit": "not an audio-spectrogram-transformer", "mixed.pth": "encoderblock_1/mlp/hidden/kernel (64, 96)",
+             "qkv.pth": "attn.qkv is (190, 64)"}
     for name, why in cases.items():
         err = _fail(["import", "ast", str(tmp_path / name), "--workdir", str(tmp_path / "run"), "--heads", "4"],
                     capsys)
