@@ -287,3 +287,21 @@ def test_a_run_saved_before_these_settings_resumes(tmp_path):
     Checkpointer(str(tmp_path), cfg).close()
     with pytest.raises(Exception, match="model.gelu_exact: False -> True"):
         Checkpointer(str(tmp_path), dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, gelu_exact=True)))
+
+
+def test_vit_init_of_an_ast_layout_starts_as_ast_starts_from_deit(tmp_path):
+    """ViT weights into AST's layout: the image's rows become frequency (kernel and grid transposed), the
+    distillation token and its position start as the CLS's."""
+    from mbt.vit_checkpoint import init_from_vit, resize_grid
+    from tests.mbt.test_vit_checkpoint import write_vit_npz
+
+    vit = write_vit_npz(tmp_path / "vit.npz", depth=2, width=64, heads=4, mlp=128, grid=4)
+    cfg = ast_model_config(read_ast(PTH, heads=4))  # 12 frequency x 25 time patches
+    tok = init_from_vit(_zeros(cfg), tmp_path / "vit.npz", cfg)["params"]["spectrogram_tokenizer"]
+    np.testing.assert_array_equal(tok["embedding"]["kernel"][:, :, 0],
+                                  vit["embedding/kernel"].sum(2).transpose(1, 0, 2))
+    np.testing.assert_array_equal(tok["dist"], vit["cls"])
+    pos = vit["Transformer/posembed_input/pos_embedding"]
+    np.testing.assert_array_equal(tok["pos_embedding"][0, :2], np.concatenate([pos[0, :1]] * 2))
+    grid = resize_grid(pos[0, 1:].reshape(4, 4, 64), (12, 25))  # rows: frequency, as AST's tokens run
+    np.testing.assert_allclose(tok["pos_embedding"][0, 2:], grid.reshape(300, 64), atol=1e-6)
