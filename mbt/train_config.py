@@ -98,8 +98,9 @@ class TrainConfig:
         if m.classifier == "joint_gap" and self.optim.modality_mixup:
             problems.append("model.classifier=joint_gap has one head over both modalities; optim.modality_mixup "
                             "needs a head per modality: turn it off")
-        if self.run.vit_checkpoint and self.run.init_from:
-            problems.append("run.vit_checkpoint and run.init_from both initialise the model: give one")
+        for name in ("vit_checkpoint", "ast_checkpoint"):
+            if getattr(self.run, name) and self.run.init_from:
+                problems.append(f"run.{name} and run.init_from both initialise the model: give one")
         if problems:
             raise OverrideError("config does not fit together: " + "; ".join(problems))
         return self

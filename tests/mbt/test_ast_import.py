@@ -305,3 +305,11 @@ def test_vit_init_of_an_ast_layout_starts_as_ast_starts_from_deit(tmp_path):
     np.testing.assert_array_equal(tok["pos_embedding"][0, :2], np.concatenate([pos[0, :1]] * 2))
     grid = resize_grid(pos[0, 1:].reshape(4, 4, 64), (12, 25))  # rows: frequency, as AST's tokens run
     np.testing.assert_allclose(tok["pos_embedding"][0, 2:], grid.reshape(300, 64), atol=1e-6)
+
+
+def test_ast_checkpoint_and_init_from_are_not_both_given():
+    from mbt.overrides import OverrideError
+    from mbt.train_config import get_config
+
+    with pytest.raises(OverrideError, match="run.ast_checkpoint and run.init_from"):
+        get_config("tiny", [f"--run.ast_checkpoint={PTH}", "--run.init_from=runs/x"]).check()
