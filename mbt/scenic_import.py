@@ -401,8 +401,11 @@ def run_config(model: ModelConfig, *, seconds: float | None, frame_stride: int |
 
 def save_checkpoint(workdir: str, cfg, params: dict, step: int) -> None:
     """An orbax checkpoint of a TrainState (`params`, a fresh optimiser state) as mbt train saves one,
-    with config.json. The optimiser state's zeros are np.zeros: pages the kernel maps only when read."""
+    with config.json. Written from the numpy arrays as they are: the optimiser state's zeros are
+    np.zeros (pages the kernel maps only when written), and orbax is told not to copy the arrays
+    before its background write (nothing changes them), so the import holds one copy of the weights."""
     import jax
+    from orbax.checkpoint import type_handlers
 
     from mbt.checkpoints import Checkpointer
     from mbt.train_state import TrainState, make_optimizer
@@ -410,11 +413,17 @@ def save_checkpoint(workdir: str, cfg, params: dict, step: int) -> None:
     opt_shapes = jax.eval_shape(make_optimizer(cfg, 2, 1).init, params)
     opt_state = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), opt_shapes)
     state = TrainState(step=np.asarray(step, np.int32), params=params, opt_state=opt_state)
-    ckpt = Checkpointer(workdir, cfg, keep=1)
+    usual = type_handlers.get_type_handler(np.ndarray)
+    type_handlers.register_type_handler(np.ndarray, type_handlers.NumpyHandler(deepcopy_host_arrays=False),
+                                        override=True)
     try:
-        ckpt.save(step, state, None)
+        ckpt = Checkpointer(workdir, cfg, keep=1)
+        try:
+            ckpt.save(step, state, None)
+        finally:
+            ckpt.close()
     finally:
-        ckpt.close()
+        type_handlers.register_type_handler(np.ndarray, usual, override=True)
 
 
 def write_data_record(workdir: str, classes: list[str], mel_mean: float, mel_std: float, source: dict) -> None:
