@@ -356,8 +356,19 @@ def import_scenic(checkpoint: str, workdir: str, *, fusion_layer: int | None = N
                   mel_mean: float = SCENIC_MEL_MEAN, mel_std: float = SCENIC_MEL_STD):
     """Write `workdir` as `mbt train` would have (config.json, data.json, an orbax checkpoint at the
     checkpoint's global_step, or 0) from a scenic MBT checkpoint; returns (TrainConfig, step)."""
+    import math
+
     from mbt import run_dir
 
+    positive = lambda v: math.isfinite(v) and v > 0  # noqa: E731
+    for flag, value, ok, fix in (
+            ("--image-size", image_size, lambda v: v >= PATCH and v % PATCH == 0, "a multiple of 16 px"),
+            ("--seconds", seconds, positive, "a number > 0"),
+            ("--frame-stride", frame_stride, positive, "1 or more"),
+            ("--mel-mean", mel_mean, math.isfinite, "a finite number"),
+            ("--mel-std", mel_std, positive, "a number > 0")):
+        if value is not None and not ok(value):
+            raise MBTError(f"{flag} {value}: use {fix}")
     if run_dir.read_config_dict(workdir) is not None:
         raise MBTError(f"--workdir {workdir} already holds a run (config.json); import into a new folder")
     flat, step, file = read_params(checkpoint)

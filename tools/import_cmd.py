@@ -39,7 +39,7 @@ def add_scenic_parser(kinds) -> None:
     p.add_argument("--fusion-layer", type=int, help="layer where fusion starts, scenic's model.fusion_layer "
                    "(required for two modalities: the weights don't say; the paper's MBT: 8)")
     p.add_argument("--classes", help="class names: a text file, one per line, or AudioSet's "
-                   "class_labels_indices.csv (default: class_0, class_1, ...)")
+                   "class_labels_indices.csv; without it class_0, class_1, ...")
     p.add_argument("--head", choices=("multilabel", "multiclass"), default="multilabel",
                    help="sigmoid (AudioSet) or softmax (VGGSound) head")
     p.add_argument("--verb-classes", type=int, help="EPIC-Kitchens: the head's first N classes are verbs, "

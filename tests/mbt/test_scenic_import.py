@@ -353,6 +353,8 @@ def test_bad_checkpoints_and_flags_are_one_line(tmp_path, capsys):
     (tmp_path / "two.txt").write_text("a\nb\n")
     err = one_line_error(capsys, ["import", "scenic", str(good), *run, "--classes", str(tmp_path / "two.txt")])
     assert "names 2 classes" in err and "has 3" in err
+    for flag in ("--image-size=20", "--seconds=nan", "--mel-std=0", "--frame-stride=0"):
+        assert flag.split("=")[0] in one_line_error(capsys, ["import", "scenic", str(good), *run, flag])
     one_line_error(capsys, ["import", "scenic", str(tmp_path / "missing"), *run])
     assert not (tmp_path / "run").exists()  # nothing written by a refused import
 
