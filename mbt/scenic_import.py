@@ -46,16 +46,17 @@ import re
 from collections.abc import Callable
 
 import numpy as np
+from flax.traverse_util import flatten_dict, unflatten_dict
 
 from mbt.config import VARIANTS, MBTError, ModelConfig
-from mbt.vit_checkpoint import _BLOCK_NAMES, _flatten, _patch_kernel, _unflatten
+from mbt.vit_checkpoint import BLOCK_NAMES, patch_kernel
 from shards.format import storage
 
 SCENIC_MEL_MEAN, SCENIC_MEL_STD = 1.102, 2.762  # scenic's AudioSet config: spec_mean, spec_stddev
 DEFAULT_IMAGE_SIZE = 224  # scenic's crop_size
 DEFAULT_MEL_BINS = 128
 PATCH = 16  # the only patch side of the model's variants
-_BLOCKS = _BLOCK_NAMES["new"]  # scenic's blocks: LayerNorm_0, MultiHeadDotProductAttention_0, LayerNorm_1, MlpBlock_0
+_BLOCKS = BLOCK_NAMES["new"]  # scenic's blocks: LayerNorm_0, MultiHeadDotProductAttention_0, LayerNorm_1, MlpBlock_0
 _CHECKPOINT_NAME = re.compile(r"checkpoint_(\d+)")  # flax.training.checkpoints' file names
 _BLOCK_KEY = re.compile(r"Transformer/encoderblock_(\d+)(_spectrogram)?/")
 
@@ -98,7 +99,7 @@ def read_params(path: str) -> tuple[dict[str, np.ndarray], int | None, str]:
     if not isinstance(params, dict):
         raise MBTError(f"{file} holds no scenic parameters: no 'params' or 'optimizer/target' at its top "
                        f"(it has {', '.join(map(str, keys[:10])) or 'nothing'})")
-    flat = _flatten(_unchunk(params))
+    flat = flatten_dict(_unchunk(params), sep="/")
     bad = next((k for k, v in flat.items() if not isinstance(v, np.ndarray)), None)
     if bad is not None:
         raise MBTError(f"{file}: parameter {bad} is a {type(flat[bad]).__name__}, not an array")
@@ -282,7 +283,7 @@ def convert(flat: dict[str, np.ndarray], cfg: ModelConfig) -> dict:
     source; MBTError naming the first that is missing or of another shape, or a scenic one left over."""
     from mbt.model import param_shapes
 
-    wanted = _flatten(param_shapes(cfg)["params"])
+    wanted = flatten_dict(param_shapes(cfg)["params"], sep="/")
     out, used = {}, set()
     for path, want in wanted.items():
         key, transform = _source(path, cfg, flat)
@@ -299,7 +300,7 @@ def convert(flat: dict[str, np.ndarray], cfg: ModelConfig) -> dict:
     if unused:
         raise MBTError(f"parameter {unused[0]} {flat[unused[0]].shape} has no place in this model"
                        + (f" (and {len(unused) - 1} more)" if len(unused) > 1 else ""))
-    return {"params": _unflatten(out)}
+    return {"params": unflatten_dict(out, sep="/")}
 
 
 def _same(a: np.ndarray) -> np.ndarray:
@@ -315,7 +316,7 @@ def _source(path: str, cfg: ModelConfig, flat: dict) -> tuple[str, Callable[[np.
         suffix = "" if m == "rgb" else "_spectrogram"
         rest = "/".join(parts[1:])
         if rest == "embedding/kernel" and m == "spectrogram":
-            return "embedding_spectrogram/kernel", lambda k: _patch_kernel(k, "spectrogram", cfg)
+            return "embedding_spectrogram/kernel", lambda k: patch_kernel(k, "spectrogram", cfg)
         if rest.startswith("embedding/"):
             return f"embedding{suffix}/{leaf}", _same
         if rest == "cls":

@@ -130,10 +130,10 @@ def init_from_run(params: dict, run: str, model: ModelConfig) -> dict:
     import sys
 
     from mbt.run_dir import load_run
-    from mbt.vit_checkpoint import _flatten, _unflatten
+    from flax.traverse_util import flatten_dict, unflatten_dict
 
     other, theirs, step = load_run(run)
-    ours, theirs = _flatten(params), _flatten(theirs)
+    ours, theirs = flatten_dict(params, sep="/"), flatten_dict(theirs, sep="/")
     shape = lambda tree, p: tuple(tree[p].shape) if p in tree else None  # noqa: E731
     fresh = sorted({p.split("/")[0] for p in set(ours) | set(theirs)
                     if p.split("/")[0] in HEADS and shape(ours, p) != shape(theirs, p)})
@@ -151,7 +151,7 @@ def init_from_run(params: dict, run: str, model: ModelConfig) -> dict:
     if fresh and jax.process_index() == 0:
         print(f"init_from {run}: {', '.join(fresh)} re-initialised (another class count than step {step}'s)",
               file=sys.stderr)
-    return _unflatten({p: ours[p] if p.split("/")[0] in fresh else theirs[p] for p in ours})
+    return unflatten_dict({p: ours[p] if p.split("/")[0] in fresh else theirs[p] for p in ours}, sep="/")
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -26,11 +26,12 @@ import re
 from collections.abc import Mapping
 
 import numpy as np
+from flax.traverse_util import flatten_dict, unflatten_dict
 
 from mbt.config import MBTError, ModelConfig
 
 # Our block's submodules -> the checkpoint's, per naming generation.
-_BLOCK_NAMES = {
+BLOCK_NAMES = {
     "2020": {"attention_norm": "LayerNorm_0", "attention": "MultiHeadDotProductAttention_1",
              "mlp_norm": "LayerNorm_2", "mlp/hidden": "MlpBlock_3/Dense_0", "mlp/output": "MlpBlock_3/Dense_1"},
     "new": {"attention_norm": "LayerNorm_0", "attention": "MultiHeadDotProductAttention_0",
@@ -63,9 +64,9 @@ def init_from_vit(
         return {"params": init_from_vit(params["params"], checkpoint, config)}
     ckpt = checkpoint if isinstance(checkpoint, Mapping) else load_vit_npz(checkpoint)
     source = os.fspath(checkpoint) if not isinstance(checkpoint, Mapping) else "<dict>"
-    names = _BLOCK_NAMES["2020" if any("MultiHeadDotProductAttention_1" in k for k in ckpt) else "new"]
+    names = BLOCK_NAMES["2020" if any("MultiHeadDotProductAttention_1" in k for k in ckpt) else "new"]
 
-    flat = _flatten(params)
+    flat = flatten_dict(params, sep="/")
     if not any(p.startswith(("encoder/", "rgb_tokenizer/", "spectrogram_tokenizer/")) for p in flat):
         raise MBTError(f"init_from_vit needs MBT parameters, got a tree with {sorted(params)[:5]} at the top")
     missing, mismatched, out = [], {}, {}  # checkpoint key -> why, each reported once
@@ -99,7 +100,7 @@ def init_from_vit(
             lines.append(f"mismatched keys ({len(mismatched)}): " + _listing([mismatched[k] for k in sorted(mismatched)]))
         lines.append("use a ViT checkpoint of the same variant (depth >= the model's) or change --model.variant")
         raise MBTError("\n".join(lines))
-    return _unflatten(out)
+    return unflatten_dict(out, sep="/")
 
 
 def _rule(path: str, names: dict[str, str], config: ModelConfig):
@@ -109,7 +110,7 @@ def _rule(path: str, names: dict[str, str], config: ModelConfig):
         modality = parts[0].removesuffix("_tokenizer")
         leaf = "/".join(parts[1:])
         if leaf == "embedding/kernel":
-            return "embedding/kernel", lambda c: _patch_kernel(c["embedding/kernel"], modality, config)
+            return "embedding/kernel", lambda c: patch_kernel(c["embedding/kernel"], modality, config)
         if leaf in ("embedding/bias", "cls"):
             return leaf, lambda c: c[leaf]
         if leaf == "dist":  # AST's distillation token starts as the CLS
@@ -134,7 +135,7 @@ def _rule(path: str, names: dict[str, str], config: ModelConfig):
     return None  # the bottleneck tokens are MBT's own
 
 
-def _patch_kernel(kernel: np.ndarray, modality: str, config: ModelConfig) -> np.ndarray:
+def patch_kernel(kernel: np.ndarray, modality: str, config: ModelConfig) -> np.ndarray:
     """ViT's [p, p, 3, D] patch kernel, adapted to RGB patches, tubelets or 1-channel spectrograms."""
     if modality == "spectrogram":
         kernel = kernel.sum(axis=2, keepdims=True)
@@ -182,25 +183,3 @@ def resize_grid(grid: np.ndarray, target: tuple[int, int]) -> np.ndarray:
 def _listing(keys: list[str]) -> str:
     shown = ", ".join(keys[:_MAX_LISTED])
     return shown + (f", ... and {len(keys) - _MAX_LISTED} more" if len(keys) > _MAX_LISTED else "")
-
-
-def _flatten(tree: Mapping, prefix: str = "") -> dict:
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, Mapping):
-            out.update(_flatten(v, f"{prefix}{k}/"))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def _unflatten(flat: dict) -> dict:
-    out: dict = {}
-    for path, v in flat.items():
-        node = out
-        *parents, leaf = path.split("/")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = v
-    return out
-

@@ -26,6 +26,15 @@ def add_parser(subparsers) -> None:
     add_ast_parser(kinds)
 
 
+def read_classes(path: str | None) -> list[str] | None:
+    """--classes: a name per line, or AudioSet's class_labels_indices.csv (None: the importer's default)."""
+    if not path:
+        return None
+    from pipelines.manifests.vocabulary import read_classes as read
+
+    return read(path)
+
+
 # --- scenic's MBT ------------------------------------------------------------------------------------
 def add_scenic_parser(kinds) -> None:
     from mbt.scenic_import import SCENIC_MEL_MEAN, SCENIC_MEL_STD
@@ -60,11 +69,7 @@ def run_scenic(args: argparse.Namespace) -> int:
     from tools.train_cmds import check_workdir
 
     check_workdir(args.workdir)
-    classes = None
-    if args.classes:
-        from pipelines.manifests.vocabulary import read_classes
-
-        classes = read_classes(args.classes)
+    classes = read_classes(args.classes)
     cfg, step = import_scenic(args.checkpoint, args.workdir, fusion_layer=args.fusion_layer, classes=classes,
                               head=args.head, verb_classes=args.verb_classes, image_size=args.image_size,
                               seconds=args.seconds, frame_stride=args.frame_stride, mel_mean=args.mel_mean,
@@ -106,11 +111,7 @@ def run_ast(args: argparse.Namespace) -> int:
     from tools.train_cmds import check_workdir
 
     check_workdir(args.workdir)
-    classes = None
-    if args.classes:
-        from pipelines.manifests.vocabulary import read_classes
-
-        classes = read_classes(args.classes)
+    classes = read_classes(args.classes)
     s = import_ast(args.checkpoint, args.workdir, heads=args.heads, frames=args.frames, mel_bins=args.mel_bins,
                    frequency_stride=args.frequency_stride, time_stride=args.time_stride, classes=classes,
                    head=args.head)  # fmt: skip

@@ -275,7 +275,7 @@ def test_fine_tuning_from_an_imported_run(tmp_path, dataset, tiny_train, capsys)
     import jax
 
     from mbt.run_dir import load_run
-    from mbt.vit_checkpoint import _flatten
+    from flax.traverse_util import flatten_dict
 
     # the shape of tests/conftest.py's TINY_TRAIN model, with a head of 7 classes
     p = scenic_params(np.random.RandomState(3), spec_tokens=32, bottlenecks=4, classes=7, width=32, mlp=64)
@@ -305,7 +305,7 @@ def test_fine_tuning_from_an_imported_run(tmp_path, dataset, tiny_train, capsys)
     assert [r["step"] for r in metrics] == [1, 2] and all(np.isfinite(r["loss"]) for r in metrics)
     _, source, _ = load_run(str(imported))
     _, tuned, step = load_run(str(run))
-    source, tuned = _flatten(jax.device_get(source)), _flatten(jax.device_get(tuned))
+    source, tuned = flatten_dict(jax.device_get(source), sep="/"), flatten_dict(jax.device_get(tuned), sep="/")
     assert step == 2 and tuned["head/kernel"].shape == (32, 5)
     key = "encoder/encoderblock_1_spectrogram/mlp/hidden/kernel"  # two tiny steps away from the import
     assert np.abs(tuned[key] - source[key]).max() < 1e-2 < np.abs(source[key]).max()
