@@ -107,9 +107,10 @@ def window_starts(start: float, end: float, span: float, stride: float) -> list[
 # ---------------------------------------------------------------------------------------------------
 def load_predictor(workdir: str, data: str | None = None, split: str = "train") -> Predictor:
     """The run's latest checkpoint and preprocessing (RUN/data.json, or the index of `data`)."""
-    from mbt.run_dir import load_run, read_data_record
+    from mbt.run_dir import load_run, read_config, read_data_record
     from shards.input import mel_statistics
 
+    read_config(workdir)  # not a run directory at all: say that, not that its data.json is missing
     if data is not None:
         from shards.format.dataset_index import load_index
 

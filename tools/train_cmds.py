@@ -26,7 +26,8 @@ def add_parsers(sub) -> None:
 
     p = sub.add_parser("train", help="train MBT on shards (resumes from the workdir's latest checkpoint)",
                        formatter_class=D, epilog=OVERRIDES)
-    p.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
+    p.add_argument("--preset", choices=sorted(PRESETS),
+                   help="the settings to start from (default: tiny; with --run.init_from=RUN, RUN's own)")
     p.add_argument("--data", required=True, help="dataset folder (SPLIT.index.json) or a shard pattern")
     p.add_argument("--split", default="train")
     p.add_argument("--eval-data", help="evaluate on this dataset (split --run.eval_split) during/after")
