@@ -127,6 +127,18 @@ def read_config(workdir: str):
                        optim=build(OptimConfig, d["optim"]), run=build(RunConfig, d["run"]))
 
 
+def fine_tune_config(run: str, overrides: list[str] = ()):
+    """The TrainConfig of a run that starts from run directory `run` (--run.init_from=RUN without a
+    preset): RUN's own model, input and optimiser settings, the class count left to the new data, a
+    fresh run section; then `overrides`."""
+    from mbt.overrides import apply_overrides
+    from mbt.train_config import RunConfig
+
+    start = read_config(run)
+    model = start.model if start.model.head == "verb_noun" else dataclasses.replace(start.model, num_classes=0)
+    return apply_overrides(dataclasses.replace(start, model=model, run=RunConfig()), overrides)
+
+
 def load_run(workdir: str, step: int | None = None):
     """(config, params, step) of a run's latest (or given) checkpoint, without writing to the run."""
     import jax

@@ -171,21 +171,11 @@ PRESETS: dict[str, Callable[[], TrainConfig]] = {
     f.__name__: f for f in (tiny, mbt_base_audioset, mbt_base_vggsound, mbt_base_epic)}
 
 
-def get_config(preset: str | None, overrides: list[str] = ()) -> TrainConfig:
-    """The named preset with `--section.field=value` overrides applied and checked. Without a preset:
-    `tiny`, unless the overrides name a run to start from (--run.init_from=RUN): then RUN's own model,
-    input and optimiser settings (a fine-tune of an imported or trained run needs no other flag; the
-    class count comes from the new data), with a fresh run section."""
-    if preset is not None and preset not in PRESETS:
+def get_config(preset: str, overrides: list[str] = ()) -> TrainConfig:
+    """The named preset with `--section.field=value` overrides applied and checked."""
+    if preset not in PRESETS:
         raise OverrideError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
-    cfg = apply_overrides(PRESETS[preset or "tiny"](), overrides)
-    if preset is None and cfg.run.init_from:
-        from mbt.run_dir import read_config
-
-        start = read_config(cfg.run.init_from)
-        model = dataclasses.replace(start.model, num_classes=0) if start.model.head != "verb_noun" else start.model
-        cfg = apply_overrides(dataclasses.replace(start, model=model, run=RunConfig()), overrides)
-    return cfg
+    return apply_overrides(PRESETS[preset](), overrides)
 
 
 def with_num_classes(cfg: TrainConfig, classes: list[str] | None) -> TrainConfig:

@@ -73,7 +73,11 @@ def run_train(args: argparse.Namespace, overrides: list[str]) -> int:
     from mbt.train_config import get_config
 
     check_workdir(args.workdir)
-    cfg = get_config(args.preset, overrides)  # a bad override fails before JAX starts
+    cfg = get_config(args.preset or "tiny", overrides)  # a bad override fails before JAX starts
+    if args.preset is None and cfg.run.init_from:  # a fine-tune: the settings of the run it starts from
+        from mbt.run_dir import fine_tune_config
+
+        cfg = fine_tune_config(cfg.run.init_from, overrides)
     if args.distributed or args.coordinator or args.num_processes:
         from mbt.distributed import initialize
 

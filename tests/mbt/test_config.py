@@ -107,16 +107,14 @@ def test_configs_are_frozen_and_hashable():
     assert hash(cfg) == hash(small_model())
 
 
-def test_a_run_to_start_from_gives_its_settings_without_a_preset(tmp_path):
-    from mbt.run_dir import write_config_dict
+def test_a_run_to_start_from_gives_its_settings(tmp_path):
+    from mbt.run_dir import fine_tune_config, write_config_dict
 
     start = get_config("mbt_base_vggsound", ["model.fusion_layer=4", "input.rgb_normalization=symmetric",
                                              "input.mel_mean=1.5", "input.mel_std=2.5"])
     write_config_dict(str(tmp_path), dataclasses.asdict(start))
-    cfg = get_config(None, [f"run.init_from={tmp_path}", "optim.steps=7"])
+    overrides = [f"run.init_from={tmp_path}", "optim.steps=7"]
+    cfg = fine_tune_config(str(tmp_path), overrides)
     assert cfg.model == dataclasses.replace(start.model, num_classes=0)  # the class count: the new data's
     assert cfg.input == start.input and cfg.optim == dataclasses.replace(start.optim, steps=7)
     assert cfg.run.init_from == str(tmp_path) and cfg.run.seed == 0
-    tiny = get_config("tiny", [f"run.init_from={tmp_path}"])  # a preset named: the preset's settings
-    assert tiny.model == PRESETS["tiny"]().model
-    assert get_config(None, []) == PRESETS["tiny"]()
