@@ -39,7 +39,8 @@ from pipelines.config import (LOCAL_RUNNERS, IngestConfig, IngestError, add_argu
                               check_endpoints)
 from pipelines.manifests import ClipSpec, Manifest, label_indices
 from pipelines.plan import JobPlan, chains, failure_record, spec_from_json, write_plan
-from pipelines.publish import check_publishable, index_path, publish, read_published, remove_unlisted
+from pipelines.publish import (check_publishable, index_files, index_path, publish, read_published,
+                               remove_unlisted)
 from pipelines.shard_io import PENDING_INDEX, build_index, job_generation, write_shard
 from pipelines.split_lock import split_lock
 from pipelines.staging import remove_staged, stage_sample, staging_dir
@@ -320,7 +321,7 @@ def run(manifest: Manifest, cfg: IngestConfig, beam_args: Sequence[str] = (), *,
             keep = keep | {index["failures_file"]}  # kept when the job is refused: it says why
             check_publishable(index, published, cfg.max_failed_fraction, failures)
             publish(cfg.output, cfg.split, index, lock, published)
-            keep = {s["path"] for entries in index["shards"].values() for s in entries} | {index["failures_file"]}
+            keep = index_files(index)
         except Exception as e:
             full = disk_full(cfg.output, e)
             if full is None:

@@ -30,6 +30,7 @@ from shards.format import storage
 from shards.format.dataset_index import INDEX_SUFFIX
 from shards.format.failpoints import failpoint
 from shards.format.naming import parse_shard_name
+from shards.format.offsets import OFFSETS_SUFFIX
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,12 +46,16 @@ class Published:
 
     def files(self) -> set[str]:
         """The names the published index owns (shards and failures file)."""
-        if not self.index:
-            return set()
-        names = {s["path"] for entries in self.index.get("shards", {}).values() for s in entries}
-        if self.index.get("failures_file"):
-            names.add(self.index["failures_file"])
-        return names
+        return index_files(self.index) if self.index else set()
+
+
+def index_files(index: dict[str, Any]) -> set[str]:
+    """The names an index owns: its shards, their offsets sidecars and its failures file."""
+    names = {s[field] for entries in index.get("shards", {}).values() for s in entries
+             for field in ("path", "offsets") if field in s}
+    if index.get("failures_file"):
+        names.add(index["failures_file"])
+    return names
 
 
 def index_path(output: str, split: str) -> str:
@@ -110,10 +115,12 @@ def publish(output: str, split: str, index: dict[str, Any], lock: SplitLock, pub
 
 
 def _ours(name: str, split: str) -> bool:
-    """Whether a file name in the output folder belongs to `split`: its shards, failures files, the
-    temporary files of its writes and its jobs' staging folders (never another split's)."""
+    """Whether a file name in the output folder belongs to `split`: its shards and their offsets
+    sidecars, failures files, the temporary files of its writes and its jobs' staging folders (never
+    another split's)."""
+    shard = name[: -len(OFFSETS_SUFFIX)] if name.endswith(OFFSETS_SUFFIX) else name
     try:
-        if parse_shard_name(name)[0] == split:
+        if parse_shard_name(shard)[0] == split:
             return True
     except ValueError:
         pass

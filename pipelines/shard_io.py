@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import posixpath
 from typing import Any, Sequence
@@ -21,8 +22,11 @@ from pipelines.staging import copy_staged, shard_size
 from shards.format import storage
 from shards.format.checksum import ChecksumWriter, crc32c_hex, stream_crc32c
 from shards.format.naming import shard_name
+from shards.format.offsets import encode_offsets, offsets_name
 
-INDEX_VERSION = 2  # 2: shards' crc32c, the failures file named by generation, with its crc32c
+# 2: shards' crc32c, the failures file named by generation, with its crc32c
+# 3: each shard's offsets sidecar (SHARD.offsets: where each sample starts), with its crc32c
+INDEX_VERSION = 3
 PENDING_INDEX = "index.json"  # the job's index in its staging folder, until pipelines.publish places it
 
 
@@ -47,7 +51,8 @@ def failures_name(split: str, generation: str) -> str:
 def write_shard(output: str, split: str, shard_id: int, num_shards: int, fmt: str, position: int,
                 records: Sequence[dict[str, Any]], generation: str | None = None) -> dict[str, Any]:
     """Write one shard file from staged samples (`records` already in key order; `position` is the
-    format's place in the staged files); return its index entry, with the file's CRC32C."""
+    format's place in the staged files) and its offsets sidecar; return its index entry, with both
+    files' CRC32C. The offsets need no reading back: the staged pieces are the samples' bytes."""
     path = storage.join(output, shard_name(split, shard_id, num_shards, fmt, generation))
     expected = shard_size(records, fmt, position)
     if records and storage.size(records[0]["staged"]) is None and storage.size(path) == expected:
@@ -59,8 +64,10 @@ def write_shard(output: str, split: str, shard_id: int, num_shards: int, fmt: st
             out = ChecksumWriter(f)
             copy_staged(records, fmt, position, out)
         crc, size = out.crc.hexdigest(), out.bytes
+    offsets = encode_offsets(list(itertools.accumulate((r["sizes"][position] for r in records), initial=0)))
+    storage.write_atomic(storage.join(output, offsets_name(path)), offsets)
     return {"format": fmt, "path": posixpath.basename(path), "shard": shard_id, "samples": len(records),
-            "bytes": size, "crc32c": crc}
+            "bytes": size, "crc32c": crc, "offsets": offsets_name(path), "offsets_crc32c": crc32c_hex(offsets)}
 
 
 def build_index(cfg, manifest_info: dict[str, Any], vocabulary: list[str],

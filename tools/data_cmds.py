@@ -30,6 +30,9 @@ def add_parsers(sub) -> None:
                        formatter_class=D)
     p.add_argument("folder")
     p.add_argument("--split", action="append", help="only this split (repeatable); default all")
+    p.add_argument("--add-offsets", action="store_true",
+                   help="first record where each sample starts in shards written without offsets (older "
+                        "datasets), so they can be read by sample number; the shards are not rewritten")
     p.set_defaults(run=run_validate)
 
 
@@ -59,6 +62,12 @@ def run_stats(args: argparse.Namespace) -> int:
 def run_validate(args: argparse.Namespace) -> int:
     from tools.dataset_report import validate_dataset
 
+    if args.add_offsets:
+        from pipelines.add_offsets import add_offsets
+
+        for split, n in add_offsets(args.folder, args.split).items():
+            print(f"add-offsets: {split}: {n} offsets sidecars written" if n else
+                  f"add-offsets: {split}: every shard has its offsets already")
     report = validate_dataset(args.folder, args.split)
     for note in report.notes:
         print(f"NOTE {note}")

@@ -79,7 +79,7 @@ def validate_dataset(folder: str, splits: list[str] | None = None) -> Validation
     """Read every sample of every shard of every format, decode every frame with the training
     input's decoder and check labels against the vocabulary, going on past bad samples to report each;
     check counts against the index, and each file's CRC32C where the index records one (in the same
-    pass that reads the samples). FileNotFoundError for a folder without a dataset; a split whose
+    pass that reads the samples), and that each sample starts where its shard's offsets sidecar says. FileNotFoundError for a folder without a dataset; a split whose
     listed shards are missing or changed in size is a ShardError (as for every reader)."""
     names = splits or list_splits(folder)
     if not names:
@@ -114,9 +114,15 @@ def validate_shard(path: str, fmt: str, entry: dict[str, Any], index: dict[str, 
     """(samples read, problems) of one shard that `index` lists as `entry`: every sample decoded and
     checked (a bad one reported, and reading goes on where the container still frames the next),
     the file's CRC32C computed from the very bytes the samples were read from, in one pass."""
+    from shards.format.offsets import load_offsets
     from shards.format.reader import read_shard_lazy
 
-    problems, n, broken = [], 0, False
+    problems, n, broken, offsets = [], 0, False, None
+    if "offsets" in entry:
+        try:
+            offsets = load_offsets(index, entry)
+        except (ShardError, OSError) as e:
+            problems.append(str(e))
     try:
         f = open_path(path, "rb")
     except OSError as e:
@@ -126,6 +132,13 @@ def validate_shard(path: str, fmt: str, entry: dict[str, Any], index: dict[str, 
         try:
             for lazy in read_shard_lazy(stream, fmt, strict=False):
                 n += 1
+                # a sample is yielded as its last byte is read: where it ends is where the next starts
+                if offsets is not None and (n >= len(offsets) or stream.pos != offsets[n]):
+                    problems.append(f"{path}: sample #{n - 1} ends at byte {stream.pos}, but "
+                                    f"its offsets sidecar {entry['offsets']} says "
+                                    f"{offsets[n] if n < len(offsets) else 'nothing'}; run `mbt validate "
+                                    f"--add-offsets` to record them again")
+                    offsets = None  # (one line per shard)
                 try:
                     sample = lazy.to_sample()
                 except ShardError as e:  # this sample only: the next one is framed

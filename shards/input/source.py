@@ -18,12 +18,13 @@ import dataclasses
 import functools
 import os
 import posixpath
-from typing import Any, BinaryIO, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 from shards.format import dataset_index, storage
 from shards.format.errors import ShardError
 from shards.format.lazy import LazySample
 from shards.format.naming import EXTENSIONS, check_format, format_for_path, parse_shard_name
+from shards.format.reader import read_shard_lazy
 from shards.format.storage import is_url
 
 _GLOB_CHARS = "*?["
@@ -86,43 +87,13 @@ def resolve(spec: str | os.PathLike | Sequence[str | os.PathLike], *, split: str
     return ShardSource(spec=label, paths=tuple(paths), fmt=fmt, counts=counts, index=index)
 
 
-def open_shard(path: str) -> BinaryIO:
-    """Open a shard for sequential reading: local paths directly, URLs through shards.format.storage."""
-    if not is_url(path):
-        try:
-            return open(path, "rb")
-        except OSError as e:
-            raise ShardError(f"cannot open shard {path}: {e.strerror or e}; check the path") from None
-    try:
-        return storage.open_path(path, "rb")
-    except Exception as e:  # the backends raise their own types
-        raise ShardError(f"cannot open shard {path}: {e}; check the URL and credentials") from None
-
-
 def iter_shard(path: str, fmt: str) -> Iterator[LazySample]:
-    """The samples of one shard, lazily decoded. A damaged sample that the container still frames (a
-    tar sample missing a member, a TFRecord failing its data CRC) is yielded, and fails when read,
-    rather than ending the shard: one bad sample costs one sample. From a local tar, a sample's
-    frames are read when asked for, so use each sample before taking the next."""
-    from shards.format.tfrecord_codec import iter_tfrecord
-    from shards.format.webdataset_codec import iter_webdataset
-
-    if fmt == "webdataset" and is_url(path):
-        # From a store: range reads, so a sample costs its headers, its spectrogram and the frames
-        # sampled from it (one concurrent fetch), not the whole clip.
-        try:
-            ranged = storage.open_ranged(path)
-        except Exception as e:  # the backends raise their own types
-            raise ShardError(f"cannot open shard {path}: {e}; check the URL and credentials") from None
-        if ranged is not None:
-            with ranged as f:
-                yield from iter_webdataset(f, path, strict=False, defer_frames=True)
-            return
-    with open_shard(path) as f:
-        if fmt == "webdataset":  # a local file: read only the sampled frames' bytes (seek past the rest)
-            yield from iter_webdataset(f, path, strict=False, defer_frames=not is_url(path))
-        else:
-            yield from iter_tfrecord(f, path, strict=False)
+    """The samples of one shard, lazily decoded (shards.format.reader.read_shard_lazy, the one shard
+    reader). A damaged sample that the container still frames (a tar sample missing a member, a
+    TFRecord failing its data CRC) is yielded, and fails when read, rather than ending the shard: one
+    bad sample costs one sample. A tar's frames are read only when asked for (by byte range from a
+    store), so use each sample before taking the next."""
+    return read_shard_lazy(path, fmt, strict=False, defer_frames=True)
 
 
 # ------------------------------------------------------------------------------------------ helpers

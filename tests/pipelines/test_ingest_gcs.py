@@ -41,7 +41,9 @@ def test_ingest_writes_a_whole_dataset_into_the_bucket(bucket_dataset):
     gen = json.loads(storage.read_bytes(summary["index"]))["generation"]
     assert sorted(n for n in names if not n.startswith("train-0")) == [f"train-g{gen}.failures.jsonl",
                                                                        "train.index.json"]
-    assert len([n for n in names if n.startswith("train-0")]) == 4  # 2 shards x 2 formats, nothing staged
+    shards = [n for n in names if n.startswith("train-0") and not n.endswith(".offsets")]
+    assert len(shards) == 4  # 2 shards x 2 formats, nothing staged
+    assert sorted(n for n in names if n.endswith(".offsets")) == sorted(n + ".offsets" for n in shards)
     assert not [n for n in names if n.startswith((".staging-", ".tmp-")) or n.endswith(".lock")]
 
 

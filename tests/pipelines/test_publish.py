@@ -34,7 +34,7 @@ def manifest(path: Path, n: int, step: float) -> Path:
 
 def listed(out: Path) -> set[str]:
     index = json.loads((out / "train.index.json").read_text())
-    return {s["path"] for entries in index["shards"].values() for s in entries}
+    return {s[f] for entries in index["shards"].values() for s in entries for f in ("path", "offsets") if f in s}
 
 
 @pytest.mark.slow
