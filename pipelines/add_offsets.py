@@ -17,12 +17,12 @@ from shards.format import storage
 from shards.format.checksum import crc32c_hex
 from shards.format.dataset_index import list_splits, shard_paths
 from shards.format.errors import ShardError
-from shards.format.offsets import encode_offsets, offsets_name, scan_offsets
+from shards.format.offsets import encode_offsets, load_offsets, offsets_name, scan_offsets
 
 
 def add_offsets(folder: str, splits: list[str] | None = None) -> dict[str, int]:
-    """Record the offsets of every shard of `splits` (default: all) that has none; returns the
-    sidecars written per split (0: the split had them all already)."""
+    """Record the offsets of every shard of `splits` (default: all) that has none (or whose sidecar is
+    missing or fails its CRC32C); returns the sidecars written per split (0: all were there)."""
     written = {}
     for split in splits or list_splits(folder):
         with split_lock(folder, split) as lock:
@@ -42,7 +42,11 @@ def _add_split(index: dict[str, Any], fmt: str) -> int:
     n = 0
     for entry, path in zip(index["shards"][fmt], shard_paths(index, fmt)):
         if "offsets" in entry:
-            continue
+            try:
+                load_offsets(index, entry)
+                continue
+            except (ShardError, OSError):
+                pass  # missing or damaged: recorded again (the same name, replaced in one step)
         offsets = scan_offsets(path, fmt)
         if len(offsets) != entry["samples"] + 1:
             raise ShardError(f"{path}: {len(offsets) - 1} samples found, the index says {entry['samples']}; "

@@ -136,8 +136,8 @@ def validate_shard(path: str, fmt: str, entry: dict[str, Any], index: dict[str, 
                 if offsets is not None and (n >= len(offsets) or stream.pos != offsets[n]):
                     problems.append(f"{path}: sample #{n - 1} ends at byte {stream.pos}, but "
                                     f"its offsets sidecar {entry['offsets']} says "
-                                    f"{offsets[n] if n < len(offsets) else 'nothing'}; run `mbt validate "
-                                    f"--add-offsets` to record them again")
+                                    f"{offsets[n] if n < len(offsets) else 'nothing'}; remove it and run "
+                                    f"`mbt validate DIR --add-offsets` to record it again")
                     offsets = None  # (one line per shard)
                 try:
                     sample = lazy.to_sample()

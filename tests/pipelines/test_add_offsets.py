@@ -125,3 +125,10 @@ def test_validate_finds_a_sidecar_changed_or_pointing_elsewhere(ingested, tmp_pa
     (copy / "train.index.json").write_text(json.dumps(index))
     assert main(["validate", str(copy)]) == 1
     assert "sample #0 ends at byte" in capsys.readouterr().out
+
+    sidecar.unlink()  # what the message says to do mends it
+    assert main(["validate", str(copy), "--add-offsets"]) == 0
+    assert "train: 1 offsets sidecars written" in capsys.readouterr().out
+    sidecar.write_bytes(b"damaged")  # (and a damaged one, which fails its CRC32C)
+    assert main(["validate", str(copy), "--add-offsets"]) == 0
+    assert "train: 1 offsets sidecars written" in capsys.readouterr().out

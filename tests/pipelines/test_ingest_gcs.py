@@ -157,3 +157,40 @@ def test_the_split_lock_in_a_bucket_has_exactly_one_holder(gcs_bucket):
             with split_lock(out, "train"):
                 pass
     assert storage.size(f"{out}/train.lock") is None
+
+
+def test_samples_by_number_from_the_bucket_one_range_read_each(bucket_dataset):
+    from shards.format.dataset_index import load_index, shard_paths
+    from shards.format.reader import read_shard
+    from shards.input import ShardDataSource
+
+    out, _ = bucket_dataset
+    for fmt in ("webdataset", "tfrecord"):
+        source = ShardDataSource(out, "train", fmt=fmt)
+        streamed = [s for p in shard_paths(load_index(out, "train"), fmt) for s in read_shard(p)]
+        before = storage.RANGE_READS["requests"]
+        got = [source[i] for i in reversed(range(len(source)))][::-1]
+        assert storage.RANGE_READS["requests"] - before == len(source) == len(streamed) == 4
+        assert [g["key"] for g in got] == [s.key for s in streamed]
+        assert all(g["frames"] == s.frames and np.array_equal(g["melspec"], s.melspec)
+                   for g, s in zip(got, streamed))
+
+
+def test_add_offsets_in_a_bucket_publishes_a_new_index_under_the_lock(bucket_dataset):
+    from shards.input import ShardDataSource
+
+    out, _ = bucket_dataset
+    old = out.rsplit("/", 1)[0] + "/old"
+    for name in storage.listdir(out):
+        if not name.endswith(".offsets"):
+            storage.write_atomic(f"{old}/{name}", storage.read_bytes(f"{out}/{name}"))
+    index = json.loads(storage.read_bytes(f"{old}/train.index.json"))
+    for entries in index["shards"].values():
+        for e in entries:
+            del e["offsets"], e["offsets_crc32c"]
+    storage.write_atomic(f"{old}/train.index.json", json.dumps(index).encode())
+    assert main(["validate", old, "--add-offsets"]) == 0
+    assert not [n for n in storage.listdir(old) if n.endswith(".lock")]
+    for fmt in ("webdataset", "tfrecord"):
+        a, b = ShardDataSource(out, "train", fmt=fmt), ShardDataSource(old, "train", fmt=fmt)
+        assert [a[i]["key"] for i in range(len(a))] == [b[i]["key"] for i in range(len(b))]
