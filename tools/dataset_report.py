@@ -98,6 +98,10 @@ def validate_dataset(folder: str, splits: list[str] | None = None) -> Validation
         if not any("crc32c" in e for fmt in index["formats"] for e in index["shards"][fmt]):
             report.notes.append(f"{index['index_path']}: no checksums recorded (made by an older version): "
                                 f"the shards were checked by reading every sample only")
+        if not all("offsets" in e for fmt in index["formats"] for e in index["shards"][fmt]):
+            report.notes.append(f"{index['index_path']}: no sample offsets recorded (made by an older "
+                                f"version): its samples are read in order only; `mbt validate DIR "
+                                f"--add-offsets` records them")
         bounds = FrameBounds.of_index(index)
         for fmt in index["formats"]:
             for entry, path in zip(index["shards"][fmt], shard_paths(index, fmt)):

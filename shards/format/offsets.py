@@ -156,14 +156,18 @@ def _scan_tar(f, path: str) -> list[int]:
 
 
 def _scan_tfrecord(f, path: str) -> list[int]:
-    offsets, pos = [], 0
+    from shards.format.tfrecord_codec import masked_crc
+
+    offsets, pos, size = [], 0, storage.size(path)
     while True:
         head = read_exact(f, 12)
         if not head:
             return offsets + [pos]
-        if len(head) < 12:
-            raise ShardError(f"shard {path}: truncated at byte {pos}; run `mbt validate` on it")
-        (length,) = struct.unpack("<Q", head[:8])
+        (length,) = struct.unpack("<Q", head[:8].ljust(8, b"\0"))
+        if len(head) < 12 or struct.unpack("<I", head[8:])[0] != masked_crc(head[:8]) or (
+                size is not None and pos + 16 + length > size):
+            raise ShardError(f"shard {path}: record #{len(offsets)} at byte {pos} is truncated or its length "
+                             f"field is corrupt; run `mbt validate` on it")
         offsets.append(pos)
         f.seek(length + 4, 1)
         pos += 16 + length

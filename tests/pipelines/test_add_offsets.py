@@ -92,8 +92,11 @@ def test_add_offsets_makes_an_older_dataset_random_accessible(ingested, tmp_path
     with pytest.raises(ShardError, match="--add-offsets"):
         ShardDataSource(str(old), "train")
 
+    assert main(["validate", str(old)]) == 0
+    assert "NOTE" in capsys.readouterr().out  # (no offsets: said once, not a problem)
     assert main(["validate", str(old), "--add-offsets"]) == 0
     out = capsys.readouterr().out
+    assert "NOTE" not in out
     assert "train: 4 offsets sidecars written" in out and "all good" in out
     assert {n: (old / n).read_bytes() for n in sidecars} == sidecars  # what the ingest wrote, byte for byte
     assert {n: (old / n).read_bytes() for n in shards} == shards  # the shards untouched

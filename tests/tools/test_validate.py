@@ -11,7 +11,10 @@ import tarfile
 import numpy as np
 import pytest
 
-from shards.format.checksum import stream_crc32c
+from shards.format.checksum import crc32c_hex, stream_crc32c
+from shards.format.errors import ShardError
+from shards.format.naming import format_for_path
+from shards.format.offsets import encode_offsets, scan_offsets
 from shards.format.tfrecord_codec import masked_crc
 from tools.cli import main
 from tools.dataset_report import validate_dataset
@@ -23,7 +26,7 @@ def small_clips(make_clip, n: int):
 
 def publish(folder: str, checksums: bool = True) -> str:
     """Complete a test dataset's index as `mbt ingest` writes it: counts, the failures file, the frame
-    size, and (checksums=True, the index of this version) every file's CRC32C."""
+    size, and (checksums=True, the index of this version) every file's CRC32C and the offsets sidecars."""
     index_file = os.path.join(folder, "train.index.json")
     index = json.load(open(index_file))
     n = index["num_samples"]
@@ -38,6 +41,13 @@ def publish(folder: str, checksums: bool = True) -> str:
             if checksums:
                 with open(path, "rb") as f:
                     entry["crc32c"] = stream_crc32c(f)[0]
+                try:
+                    offsets = encode_offsets(scan_offsets(path, format_for_path(path)))
+                except ShardError:  # (a shard a test broke on purpose: validate says what is wrong)
+                    continue
+                with open(path + ".offsets", "wb") as f:
+                    f.write(offsets)
+                entry["offsets"], entry["offsets_crc32c"] = entry["path"] + ".offsets", crc32c_hex(offsets)
     if checksums:
         with open(failures, "rb") as f:
             index["failures_crc32c"] = stream_crc32c(f)[0]
@@ -118,7 +128,8 @@ def test_an_index_of_an_older_version_says_once_that_it_has_no_checksums(tmp_pat
     rc, lines = validate(folder, capsys)
     assert rc == 0 and lines[-1] == "validate: 8 samples in 4 shards read; all good"
     notes = [line for line in lines if line.startswith("NOTE")]
-    assert len(notes) == 1 and "no checksums recorded (made by an older version)" in notes[0]
+    assert len(notes) == 2 and "no checksums recorded (made by an older version)" in notes[0]
+    assert "no sample offsets recorded" in notes[1] and "--add-offsets" in notes[1]
 
 
 def test_every_bad_sample_of_a_shard_is_listed_and_only_the_bad_frame(tmp_path, make_clip, make_dataset, capsys):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import struct
 
 import numpy as np
 import pytest
@@ -82,3 +83,15 @@ def test_from_a_bucket_each_sample_is_one_range_read(dataset, gcs_bucket, fmt):
         same(read_sample(remote, fmt, i, offsets), streamed[i])
     assert storage.RANGE_READS["requests"] - before["requests"] == len(streamed)
     assert storage.RANGE_READS["bytes"] - before["bytes"] == offsets[-1]  # each sample's bytes, once
+
+
+def test_scanning_a_shard_with_a_forged_length_field_is_a_shard_error(samples, tmp_path):
+    from shards.format.tfrecord_codec import masked_crc, write_tfrecord
+
+    path = str(tmp_path / "train-00000-of-00001.tfrecord")
+    length = struct.pack("<Q", 2**60)
+    with open(path, "wb") as f:
+        write_tfrecord(f, samples)
+        f.write(length + struct.pack("<I", masked_crc(length)) + bytes(64))
+    with pytest.raises(ShardError, match=rf"record #{len(samples)} .* truncated or its length"):
+        scan_offsets(path, "tfrecord")
