@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 
 import numpy as np
 import pytest
@@ -52,6 +53,9 @@ def test_sample_i_is_the_ith_sample_of_the_split_in_shard_order(make_dataset, ma
         assert np.array_equal(got["melspec"], s.melspec) and got["meta"] == s.meta
     with pytest.raises(IndexError):
         source[11]
+    # what grain's worker processes get: a small pickle (no offsets), reading the same samples
+    again = pickle.loads(pickle.dumps(source))
+    assert not again._offsets and again[7]["key"] == streamed[7].key
 
 
 def test_a_grain_pipeline_checkpointed_mid_epoch_continues_exactly(make_dataset, make_clips, tmp_path):
