@@ -120,9 +120,9 @@ def test_portable_runner_writes_the_same_bytes_as_the_fnapi_runner(worker_pool, 
         == {k: v for k, v in local.items() if k not in ("wall_seconds", "clips_per_second", "index")}
     got, want = digests(tmp_path / "portable"), digests(tmp_path / "fnapi")
     gen = json.loads((tmp_path / "fnapi" / "train.index.json").read_text())["generation"]
-    assert sorted(want) == [f"train-00000-of-00002-g{gen}.tar", f"train-00000-of-00002-g{gen}.tfrecord",
-                            f"train-00001-of-00002-g{gen}.tar", f"train-00001-of-00002-g{gen}.tfrecord",
-                            f"train-g{gen}.failures.jsonl", "train.index.json"]
+    shards = [f"train-0000{i}-of-00002-g{gen}{ext}" for i in range(2) for ext in (".tar", ".tfrecord")]
+    assert sorted(want) == sorted(shards + [s + ".offsets" for s in shards]
+                                  + [f"train-g{gen}.failures.jsonl", "train.index.json"])
     assert got == want
 
 
