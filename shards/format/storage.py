@@ -381,17 +381,6 @@ def delete(paths: Sequence[str]) -> None:
         fs.invalidate_cache()
 
 
-@_url_errors
-def rename(src: str, dst: str) -> None:
-    """Move a file over `dst` in one step locally (os.replace); copy then delete on an object store."""
-    if not is_url(src):
-        os.replace(src, dst)
-        return
-    fs = filesystem(src)
-    fs.mv(src, dst)
-    fs.invalidate_cache()
-
-
 @functools.lru_cache(maxsize=None)
 def _gcs_client():
     from google.cloud import storage as gcs  # (google-cloud-storage: with apache-beam[gcp])
